@@ -1,0 +1,86 @@
+"""Model directories and atomic writes.
+
+A model directory holds `config.json` and `model.safetensors` (the weights used for inference; EMA weights
+after training). A training run adds `training_state.pt`: everything needed to resume (raw and EMA weights,
+optimizer, RNG, data position), tensors and plain Python values only, so it loads with
+`torch.load(weights_only=True)`. Every file is written to a temporary name and renamed into place, so a crash
+mid-write leaves the previous checkpoint loadable.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .configs import load_json, save_json
+from .errors import EqgenError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TRAINING_STATE = "training_state.pt"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise EqgenError(f"{path} not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise EqgenError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def save_model_dir(directory: str | Path, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> None:
+    """Write `config.json` and `model.safetensors` into `directory` (created if needed)."""
+    directory = Path(directory)
+    save_json(directory / CONFIG, config)
+    save_weights(directory / WEIGHTS, state_dict)
+
+
+def load_model_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise EqgenError(f"model directory {directory} not found")
+    return load_json(directory / CONFIG), load_weights(directory / WEIGHTS)
+
+
+def save_training_state(directory: str | Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(Path(directory) / TRAINING_STATE, buffer.getvalue())
+
+
+def load_training_state(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(directory) / TRAINING_STATE
+    if not path.is_file():
+        raise EqgenError(f"nothing to resume: {path} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which, never a traceback
+        raise EqgenError(f"{path} is not a readable training state ({type(err).__name__}: {err})") from None
