@@ -56,18 +56,19 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise EqgenError(f"{path} is not a readable safetensors file ({err})") from None
 
 
-def save_model_dir(directory: str | Path, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> None:
-    """Write `config.json` and `model.safetensors` into `directory` (created if needed)."""
+def save_model_dir(directory: str | Path, config: dict[str, Any], state_dict: dict[str, torch.Tensor],
+                   weights: str = WEIGHTS) -> None:
+    """Write `config.json` and the weights (`model.safetensors` by default) into `directory`."""
     directory = Path(directory)
+    save_weights(directory / weights, state_dict)
     save_json(directory / CONFIG, config)
-    save_weights(directory / WEIGHTS, state_dict)
 
 
-def load_model_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def load_model_dir(directory: str | Path, weights: str = WEIGHTS) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     directory = Path(directory)
     if not directory.is_dir():
         raise EqgenError(f"model directory {directory} not found")
-    return load_json(directory / CONFIG), load_weights(directory / WEIGHTS)
+    return load_json(directory / CONFIG), load_weights(directory / weights)
 
 
 def save_training_state(directory: str | Path, state: dict[str, Any]) -> None:

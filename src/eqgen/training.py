@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import load_training_state, save_model_dir, save_training_state
+from .checkpoint import WEIGHTS, load_training_state, save_model_dir, save_training_state
 from .errors import EqgenError
 
 
@@ -102,6 +102,7 @@ class Task:
     """One model's training. Subclasses set `model` (exported as the EMA copy) and implement the rest."""
 
     model: nn.Module
+    weights_name: str = WEIGHTS   # the file the EMA weights are exported to, beside config.json
     device: torch.device = torch.device("cpu")
     rank: int = 0
     world_size: int = 1
@@ -217,7 +218,7 @@ def fit(task: Task, run: RunConfig, out: str | Path, resume: bool = False) -> nn
             "schedulers": {name: s.state_dict() for name, s in schedulers.items()},
             "rng": rng,
         })
-        save_model_dir(out, task.export_config(), ema.shadow.state_dict())
+        save_model_dir(out, task.export_config(), ema.shadow.state_dict(), task.weights_name)
 
     log = _MetricsLog(out / "metrics.jsonl") if rank == 0 else None
     progress = tqdm(total=run.steps, initial=start, disable=rank != 0, dynamic_ncols=True, desc="train")

@@ -1,0 +1,118 @@
+"""Training the generator on cached tokens (paper §3.2, appendix B.3).
+
+AdamW β=(0.9, 0.95), weight decay 0.02, lr = base × global batch / 256 with linear warm-up then constant,
+gradient clip 3.0, EMA; label dropout and the random RoPE shift live in the model itself. The batch of step k
+is a function of (seed, k, rank): rows of the token cache and, for `crops != "edge"`, a random horizontal
+offset into each row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from .configs import to_dict
+from .errors import EqgenError
+from .token_cache import TokenCache
+from .training import RunConfig, Task, clip_and_step, warmup_lr
+
+CROPS = ("edge", "interior", "equivariant")
+
+
+@dataclass
+class GeneratorTrainConfig:
+    lr: float = 1e-4                  # per 256 images (the paper's rule); the optimizer gets lr × batch / 256
+    weight_decay: float = 0.02
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 100
+    grad_clip: float = 3.0
+    seq_len: int = 0                  # tokens per training sequence; 0 = the cached rows' full length
+    # Where a training sequence starts in a cached row:
+    #   edge         always at the row's first column (the official setting: every sequence starts at the
+    #                image's left edge, so a model can learn its distance from that edge);
+    #   interior     at a random column, so the first token is usually not an edge and nothing tells the
+    #                model where the image began (the remedy for drift on long images);
+    #   equivariant  crops of `window + 1` tokens at random columns (the paper's "real equivariant" variant).
+    crops: str = "interior"
+    train_positions: list[int] | None = None  # the loss only at these positions (paper Table 1); None = all
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.crops not in CROPS:
+            raise EqgenError(f"unknown --crops {self.crops!r}; choose one of {', '.join(CROPS)}")
+
+
+class GeneratorTask(Task):
+    weights_name = "generator.safetensors"
+
+    def __init__(self, generator, cache: TokenCache, train: GeneratorTrainConfig, run: RunConfig,
+                 posterior: Callable[[torch.Tensor], torch.Tensor], latent_scale: float,
+                 export: dict[str, Any]):
+        self.model, self.cache, self.train, self.run = generator, cache, train, run
+        self.posterior, self.latent_scale, self.export = posterior, latent_scale, export
+        window = generator.config.window
+        if train.crops == "equivariant":
+            if window is None:
+                raise EqgenError("--crops equivariant needs a windowed model (--window N)")
+            self.seq_len = window + 1
+        else:
+            self.seq_len = train.seq_len or cache.length
+        if self.seq_len > cache.length:
+            raise EqgenError(f"--seq-len {self.seq_len} is longer than the cached rows ({cache.length} tokens); "
+                             "rebuild the cache from wider images")
+        self.position_mask = None
+        if train.train_positions is not None:
+            bad = [p for p in train.train_positions if not 0 <= p < self.seq_len]
+            if bad:
+                raise EqgenError(f"--train-positions {bad} outside 0..{self.seq_len - 1}")
+            self.position_mask = torch.zeros(self.seq_len, dtype=torch.bool)
+            self.position_mask[train.train_positions] = True
+
+    def optimizers(self):
+        lr = self.train.lr * self.run.batch_size * self.world_size / 256
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            # Matrices decay; biases, norms and embeddings-as-vectors do not (the MAR/timm convention).
+            (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.train.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=self.train.betas)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, warmup_lr(self.train.warmup_steps))
+        return {"generator": self.opt}
+
+    def schedulers(self):
+        return {"generator": self.sched}
+
+    def batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rows = self.cache.part(self.rank, self.world_size)
+        if len(rows) == 0:
+            raise EqgenError("the token cache has fewer rows than processes")
+        spare = self.cache.length - self.seq_len
+        for step in range(start, 2**62):
+            rng = np.random.default_rng([self.run.seed, step, self.rank])
+            picked = rng.integers(rows.start, rows.stop, self.run.batch_size)
+            offsets = rng.integers(0, spare + 1, self.run.batch_size) if self.train.crops != "edge" and spare \
+                else np.zeros(self.run.batch_size, dtype=np.int64)
+            yield self.cache.rows(picked, offsets, self.seq_len)
+
+    def training_step(self, batch, step: int) -> dict[str, float]:
+        means, labels = (t.to(self.device) for t in batch)
+        tokens = self.posterior(means) * self.latent_scale
+        mask = None if self.position_mask is None else self.position_mask.to(self.device)
+        with self.autocast():
+            loss = self.wrapped["model"](tokens, labels, position_mask=mask)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_and_step(self.opt, self.train.grad_clip)
+        self.sched.step()
+        return {"loss": loss.item(), "grad_norm": grad_norm}
+
+    def export_config(self) -> dict[str, Any]:
+        return {**self.export, "generator": to_dict(self.model.config), "training": to_dict(self.train),
+                "run": to_dict(self.run)}
+
+
+def default_cache_dir(out: str | Path) -> Path:
+    return Path(out) / "token_cache"
