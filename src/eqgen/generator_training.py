@@ -7,17 +7,18 @@ offset into each row.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from .configs import to_dict
+from .checkpoint import CONFIG, save_weights
+from .configs import from_dict, from_preset, load_json, to_dict
 from .errors import EqgenError
-from .token_cache import TokenCache
-from .training import RunConfig, Task, clip_and_step, warmup_lr
+from .token_cache import TokenCache, build_token_cache
+from .training import RunConfig, Task, clip_and_step, fit, warmup_lr
 
 CROPS = ("edge", "interior", "equivariant")
 
@@ -38,7 +39,6 @@ class GeneratorTrainConfig:
     #   equivariant  crops of `window + 1` tokens at random columns (the paper's "real equivariant" variant).
     crops: str = "interior"
     train_positions: list[int] | None = None  # the loss only at these positions (paper Table 1); None = all
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.crops not in CROPS:
@@ -116,3 +116,37 @@ class GeneratorTask(Task):
 
 def default_cache_dir(out: str | Path) -> Path:
     return Path(out) / "token_cache"
+
+
+def train_generator(tokenizer_dir: str | Path, data: str, out: str | Path, run: RunConfig,
+                    train: GeneratorTrainConfig, preset: str = "demo", resume: bool = False,
+                    cache_dir: str | Path | None = None, cache_images: int = 20_000, cache_width: int | None = None,
+                    **model_overrides: Any):
+    """`eqgen train generator`: encode the data once into a token cache, then train; `out` becomes a pipeline
+    directory (config.json + tokenizer.safetensors + generator.safetensors) that `Pipeline.from_pretrained`
+    and every `--model` option load."""
+    from .data.sources import ImageSource
+    from .generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
+    from .tokenizer import ColumnTokenizer
+
+    out = Path(out)
+    tokenizer = ColumnTokenizer.from_pretrained(tokenizer_dir)
+    height = tokenizer.config.height
+    source = ImageSource(data, height, cache_width or height, seed=run.seed)
+    cache = build_token_cache(tokenizer, source, cache_dir or default_cache_dir(out), cache_images,
+                              device=run.device if run.device != "auto" else "cpu")
+    if resume:
+        saved = load_json(out / CONFIG)
+        config = from_dict(GeneratorConfig, saved["generator"])
+    else:
+        overrides = {k: v for k, v in model_overrides.items() if v is not None}
+        config = from_preset(GeneratorConfig, GENERATOR_PRESETS, preset, token_dim=cache.token_dim,
+                             num_classes=len(cache.classes), **overrides)
+    torch.manual_seed(run.seed)
+    generator = EquivariantGenerator(config)
+    export = {"tokenizer": to_dict(tokenizer.config), "classes": cache.classes}
+    if not resume:
+        save_weights(out / "tokenizer.safetensors", tokenizer.state_dict())
+    task = GeneratorTask(generator, cache, train, run, posterior=tokenizer.sample,
+                         latent_scale=tokenizer.config.latent_scale, export=export)
+    return fit(task, run, out, resume=resume)
