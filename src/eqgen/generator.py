@@ -73,8 +73,9 @@ def window_mask(length: int, window: int | None, device=None) -> torch.Tensor:
 
 
 def history_needed(window: int | None, depth: int) -> int | None:
-    """How many previous tokens determine the layer states of the next token exactly (None = all)."""
-    return None if window is None else window * depth
+    """How many of the last tokens determine everything that comes next (None = all): a token's final state
+    depends on itself and the window × depth tokens before it."""
+    return None if window is None else window * depth + 1
 
 
 # ---------------------------------------------------------------------------------------------------------

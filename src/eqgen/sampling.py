@@ -2,8 +2,8 @@
 
 With windowed attention, token i attends only to tokens i−window … i in every layer, so each layer's cache
 holds the keys/values of the last `window` tokens and nothing else: the cost and memory of a step do not grow
-with the position, and an image of any width is generated in time linear in its width. The states of a new
-token depend on at most `window × depth` previous tokens, which is also all a roll-back has to recompute.
+with the position, and an image of any width is generated in time linear in its width. What comes next
+depends only on the last `window × depth + 1` tokens, which is also all a roll-back has to recompute.
 
 The pieces, gpt-fast style: `prefill` (a prefix of tokens), `decode_one_token`, and the loop in
 `TokenSampler` (start, step, roll back, continue), which `generate_tokens` runs to the end. `recompute=True`
@@ -110,7 +110,7 @@ class TokenSampler:
         self._catch_up()
 
     def _catch_up(self) -> None:
-        """Feed the tokens not yet seen by the transformer. Only the last window × depth of them can
+        """Feed the tokens not yet seen by the transformer. Only the last window × depth + 1 of them can
         influence what comes next, so a long prefix or a roll-back costs a bounded amount of work."""
         todo = self.tokens[:, self.cached_upto:]
         if todo.shape[1] == 0:
