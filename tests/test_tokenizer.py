@@ -70,7 +70,7 @@ def test_noise_posterior_statistics():
     samples = model.sample(torch.zeros(2000, 64, 4), torch.Generator().manual_seed(0))
     per_image = samples.flatten(1).std(dim=1)
     # One noise strength per image, |N(0,1)·std/0.8| clamped at std: from ~0 up to std, P(|z| > 0.8) ≈ 42% at it.
-    assert per_image.min() < 0.05 and 2.5 * 0.95 < per_image.max() < 2.5 * 1.05
+    assert per_image.min() < 0.05 and 2.5 * 0.95 < per_image.max() < 2.5 * 1.2  # 256 values: SE of a std ≈ 4%
     assert 0.35 < (per_image > 2.5 * 0.95).float().mean() < 0.5
 
 
