@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eqgen", description="Equivariant Image Modeling: column tokens, any width.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(commands)
+    _add_data(commands)
     return parser
 
 
@@ -47,6 +48,16 @@ def _add_train(commands) -> None:
     train = commands.add_parser("train", help="train a tokenizer or a generator (resumable, DDP via torchrun)")
     models = train.add_subparsers(dest="model", required=True, metavar="MODEL")
 
+    tok = models.add_parser("tokenizer", help="train the column tokenizer on --data",
+                            description="Trains the column autoencoder; --out becomes a tokenizer directory "
+                                        "(config.json with the measured latent scale + model.safetensors).")
+    _training_flags(tok, "demo")
+    tok.add_argument("--width", type=int, help="training image width in pixels (default: the preset's)")
+    tok.add_argument("--lpips", help="LPIPS weights (VGG16 + LPIPS heads, safetensors) for the perceptual loss")
+    tok.add_argument("--adversarial-start", type=int, help="step at which the PatchGAN loss starts")
+    tok.add_argument("--decoder-only", action="store_true", help="second stage: fine-tune the decoder only")
+    tok.set_defaults(run=_train_tokenizer)
+
     gen = models.add_parser("generator", help="train the generator on cached tokens of --data",
                             description="Encodes --data once into a token cache, then trains; --out becomes a "
                                         "model directory for --model. Multi-GPU: torchrun --nproc_per_node N "
@@ -64,6 +75,22 @@ def _add_train(commands) -> None:
     gen.set_defaults(run=_train_generator)
 
 
+def _train_tokenizer(args: argparse.Namespace) -> None:
+    from .configs import from_preset
+    from .tokenizer_training import TRAIN_PRESETS, TokenizerTrainConfig, train_tokenizer
+
+    train = from_preset(TokenizerTrainConfig, TRAIN_PRESETS, args.preset if args.preset in TRAIN_PRESETS else "paper")
+    for flag, field in (("lr", "lr"), ("warmup", "warmup_steps"), ("width", "image_width")):
+        if getattr(args, flag) is not None:
+            setattr(train, field, getattr(args, flag))
+    train.decoder_only = args.decoder_only
+    if args.lpips:
+        train.losses.perceptual_weights = args.lpips
+    if args.adversarial_start is not None:
+        train.losses.adversarial_start = args.adversarial_start
+    train_tokenizer(args.data, args.out, _run_config(args), preset=args.preset, resume=args.resume, train=train)
+
+
 def _train_generator(args: argparse.Namespace) -> None:
     from .generator_training import GeneratorTrainConfig, train_generator
 
@@ -79,6 +106,89 @@ def _train_generator(args: argparse.Namespace) -> None:
     train_generator(args.tokenizer, args.data, args.out, _run_config(args), train, preset=args.preset,
                     resume=args.resume, cache_dir=args.cache, cache_images=args.cache_images,
                     cache_width=args.cache_width, **overrides)
+
+
+TOKEN_WIDTH = 8  # pixels per column token of eqgen's small tokenizers; `eqgen data` widths are multiples of it
+
+
+def _add_data(commands) -> None:
+    data = commands.add_parser("data", help="render the built-in landscapes (any width) / inspect a folder dataset")
+    sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")  # every `data` subcommand
+
+    sub.add_parser("classes", help="list the landscape classes, one per line").set_defaults(run=_data_classes)
+
+    def shape_flags(p: argparse.ArgumentParser, width: int) -> None:
+        p.add_argument("--width", type=int, default=width, help=f"pixels (default: {width})")
+        p.add_argument("--height", type=int, default=64, help="pixels (default: 64)")
+        p.add_argument("--token-width", type=int, default=TOKEN_WIDTH,
+                       help=f"--width must be a multiple of it (default: {TOKEN_WIDTH})")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("-o", "--out", required=True, help="output PNG")
+
+    render = sub.add_parser("render", help="one landscape of any width",
+                            description="Renders one landscape; --x0 shifts the window, so chunks tile seamlessly.")
+    render.add_argument("--class", dest="cls", metavar="NAME", required=True, help="a class name (eqgen data classes)")
+    render.add_argument("--x0", type=int, default=0, help="first pixel column (default: 0)")
+    shape_flags(render, 1024)
+    render.set_defaults(run=_data_render)
+
+    grid = sub.add_parser("grid", help="a grid of landscapes: one row per class, one column per seed")
+    grid.add_argument("--per-class", type=int, default=8, help="images per class (default: 8)")
+    grid.add_argument("--classes", help="comma-separated class names (default: all)")
+    shape_flags(grid, 64)
+    grid.set_defaults(run=_data_grid)
+
+    inspect = sub.add_parser("inspect", help="check an image folder: classes, images per class, sizes, broken files",
+                             description="Opens every file of FOLDER (one subfolder per class) and reports what "
+                                         "training would use and what it would skip, and why.")
+    inspect.add_argument("folder", metavar="FOLDER")
+    inspect.add_argument("--list-file", help="read 'relative/path label' lines instead of class subfolders")
+    inspect.set_defaults(run=_data_inspect)
+
+
+def _data_classes(args: argparse.Namespace) -> None:
+    from .data.landscapes import CLASSES
+
+    print("\n".join(CLASSES))
+
+
+def _check_width(args: argparse.Namespace) -> None:
+    if args.token_width <= 0:
+        raise EqgenError(f"--token-width must be positive, got {args.token_width}")
+    if args.width <= 0 or args.width % args.token_width:
+        raise EqgenError(f"--width must be a positive multiple of the token width {args.token_width}, got {args.width}")
+
+
+def _data_render(args: argparse.Namespace) -> None:
+    from .data.landscapes import render
+    from .imageio import save_png
+
+    _check_width(args)
+    path = save_png(render(args.cls, args.width, args.height, args.seed, args.x0), args.out)
+    print(f"wrote {path} ({args.width}x{args.height}, {args.cls}, seed {args.seed})")
+
+
+def _data_grid(args: argparse.Namespace) -> None:
+    from .data.landscapes import CLASSES, render_batch
+    from .imageio import from_uint8, grid, save_png
+
+    _check_width(args)
+    if args.per_class <= 0:
+        raise EqgenError(f"--per-class must be positive, got {args.per_class}")
+    classes = CLASSES if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
+    names = [c for c in classes for _ in range(args.per_class)]
+    seeds = [args.seed + i for _ in classes for i in range(args.per_class)]
+    images = render_batch(names, seeds, args.width, args.height)
+    path = save_png(grid(from_uint8(images), args.per_class), args.out)
+    print(f"wrote {path} ({len(classes)} classes x {args.per_class}, {args.width}x{args.height} each)")
+
+
+def _data_inspect(args: argparse.Namespace) -> None:
+    from .data.folders import describe, index_folder
+
+    index = index_folder(args.folder, args.list_file)
+    print(describe(index))
+    index.require_images()
 
 
 def _int_list(text: str | None, flag: str) -> list[int] | None:

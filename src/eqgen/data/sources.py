@@ -55,6 +55,22 @@ class ImageSource:
         yield from loader
 
 
+    def held_out(self, n: int, width: int | None = None) -> torch.Tensor:
+        """n fixed evaluation images [n,3,H,W], never seen in training: landscapes from seeds outside the
+        training streams (any width), or the folder's first images, center-cropped."""
+        width = width or self.width
+        if self.folder is None:
+            from ..imageio import from_uint8
+            from .landscapes import render_batch
+
+            classes = [i % len(self.classes) for i in range(n)]
+            return from_uint8(render_batch(classes, [2**40 + self.seed * 1000 + i for i in range(n)], width, self.height))
+        from .folders import ImageFolder
+
+        folder = ImageFolder(self.spec, self.height, width, train=False, seed=self.seed)
+        return torch.stack([folder[i][0] for i in range(min(n, len(folder)))])
+
+
 class _EpochBatches(Sampler[list[int]]):
     """Index batches: one seeded permutation per epoch, process r takes every world_size-th batch."""
 

@@ -1,0 +1,285 @@
+"""Real images from a folder: one subfolder per class (ImageNet / Places layout), or a list file.
+
+    root/<class>/<any/depth>/<image>        classes are the sorted subfolder names
+    list file: `relative/path.jpg label`    label: an integer, or a class name (then classes are the sorted names)
+
+Indexing checks every file once (in a thread pool) and skips, counts and reports the broken ones in one log
+line; a file that breaks later, at load time, is replaced by the next good one. Every image leaves as float
+RGB [3, H, W] in [-1, 1]: resized to just cover the crop (a wide target keeps the image's full height),
+cropped (random in training, centred otherwise) and flipped at random in training, all drawn from
+(seed, epoch, index) and never from a global RNG. EXIF orientation is ignored, as in the standard ImageNet
+pipelines.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from ..errors import EqgenError
+from ..imageio import from_uint8
+
+log = logging.getLogger("eqgen")
+
+EXTENSIONS = frozenset(Image.registered_extensions())  # lower case, with the dot: what Pillow can open
+# What a broken file raises inside Pillow: truncated or corrupt data (OSError, and SyntaxError / ValueError /
+# EOFError from some decoders), or a decompression bomb.
+_BROKEN = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+_CHUNK = 256  # files per thread-pool task: millions of files must not become millions of futures
+
+
+class SkippedFile(NamedTuple):
+    path: str  # relative to the root
+    reason: str  # empty, not an image, unreadable or missing
+    detail: str
+
+
+@dataclass
+class FolderIndex:
+    """What `index_folder` found: the usable samples and the skipped files, all plain data."""
+
+    root: Path
+    classes: list[str]
+    samples: list[tuple[str, int]]  # (path relative to root, label)
+    sizes: list[tuple[int, int]] | None  # (width, height) per sample; None when files were not verified
+    skipped: list[SkippedFile]
+
+    def skip_summary(self) -> str:
+        total = len(self.samples) + len(self.skipped)
+        reasons = Counter(s.reason for s in self.skipped)
+        return f"skipped {len(self.skipped)} of {total} files (" + ", ".join(f"{n} {r}" for r, n in reasons.most_common()) + ")"
+
+    def require_images(self) -> None:
+        if not self.samples:
+            raise EqgenError(f"{self.root} has no readable image: {self.skip_summary()}")
+
+
+def index_folder(root: str | Path, list_file: str | Path | None = None, *, verify: bool = True,
+                 workers: int | None = None) -> FolderIndex:
+    """List the images under `root` (class subfolders, or the lines of `list_file`) and check each one.
+
+    verify=True opens and decodes every file in `workers` threads (default: Python's thread-pool size). A
+    plain `Image.verify()` skips JPEG pixel data, so a truncated JPEG would pass; decoding JPEGs at 1/8 scale
+    (`draft`) reads every byte for a fraction of a full decode. verify=False only rejects empty files and
+    unknown extensions: fast on ImageNet-size folders, and a broken file is then caught at load time.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise EqgenError(f"image folder {root} not found" if not root.exists() else f"{root} is not a folder")
+    classes, candidates = _read_list(root, Path(list_file)) if list_file is not None else _scan(root)
+    probe = _probe if verify else _stat
+    chunks = [[root / path for path, _ in candidates[i:i + _CHUNK]] for i in range(0, len(candidates), _CHUNK)]
+    with ThreadPoolExecutor(workers) as pool:
+        results = [r for chunk in pool.map(lambda paths: [probe(p) for p in paths], chunks) for r in chunk]
+    index = FolderIndex(root, classes, [], [] if verify else None, [])
+    for (path, label), (size, problem) in zip(candidates, results):
+        if problem:
+            index.skipped.append(SkippedFile(path, *problem))
+        else:
+            index.samples.append((path, label))
+            if verify:
+                index.sizes.append(size)
+    return index
+
+
+def _scan(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """Every non-hidden file under each class subfolder, in a fixed (sorted) order."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise EqgenError(f"{root} has no class subfolders: expected {root}/<class>/<image> (the ImageNet layout)")
+    files = []
+    for label, name in enumerate(classes):
+        for folder, subfolders, names in os.walk(root / name, followlinks=True):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))  # hidden: .git, ._mac files
+            rel = Path(folder).relative_to(root)
+            files += [((rel / f).as_posix(), label) for f in sorted(names) if not f.startswith(".")]
+    if not files:
+        raise EqgenError(f"{root} has no files in its {len(classes)} class folder(s)")
+    return classes, files
+
+
+def _read_list(root: Path, list_file: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    try:
+        lines = list_file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise EqgenError(f"cannot read list file {list_file}: {err}") from None
+    entries = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.rsplit(maxsplit=1)  # the label is the last field: paths may contain spaces
+        if len(fields) != 2:
+            raise EqgenError(f"{list_file}:{number}: expected 'relative/path label', got {line.strip()!r}")
+        entries.append((fields[0].strip().lstrip("/"), fields[1]))  # Places lists write /a/airfield/1.jpg
+    if not entries:
+        raise EqgenError(f"list file {list_file} lists no images")
+    labels = [label for _, label in entries]
+    if all(label.isdigit() for label in labels):
+        classes = [str(i) for i in range(max(map(int, labels)) + 1)]  # the names live elsewhere; keep the ids
+        return classes, [(path, int(label)) for path, label in entries]
+    classes = sorted(set(labels))
+    class_to_idx = {name: i for i, name in enumerate(classes)}
+    return classes, [(path, class_to_idx[label]) for path, label in entries]
+
+
+Probe = tuple[tuple[int, int] | None, tuple[str, str] | None]  # (width, height), or (reason, detail)
+
+
+def _stat(path: Path) -> Probe:
+    if path.suffix.lower() not in EXTENSIONS:
+        return None, ("not an image", f"unknown extension {path.suffix!r}")
+    try:
+        if path.stat().st_size == 0:
+            return None, ("empty", "0 bytes")
+    except OSError as err:
+        return None, ("missing", err.strerror or str(err))
+    return None, None
+
+
+def _probe(path: Path) -> Probe:
+    size, problem = _stat(path)
+    if problem:
+        return size, problem
+    try:
+        with Image.open(path) as image:
+            size = image.size
+            image.draft(None, (1, 1))  # JPEG only: decode at 1/8 scale
+            image.load()
+    except UnidentifiedImageError:
+        return None, ("not an image", "Pillow does not recognise its contents")
+    except _BROKEN as err:
+        return None, ("unreadable", _message(err))
+    return size, None
+
+
+def _message(err: BaseException) -> str:
+    return str(err) or type(err).__name__
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow image -> 8-bit RGB. Transparency (RGBA, LA, P or a colour key) is composited on white;
+    16- and 32-bit integer greyscale (I;16, I) is scaled from the 16-bit range (65535 -> 255), where Pillow's
+    own conversion would clip everything above 255 to white."""
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        level = np.asarray(image).astype(np.float64) / 257
+        return Image.fromarray(np.clip(np.rint(level), 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, P without transparency, RGB (a copy)
+
+
+def _cover(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """The size (width, height) an image of `size` takes when resized to just cover `target`: the short
+    side matches a square target, the height a wide one, and a small image is upscaled."""
+    (w, h), (tw, th) = size, target
+    scale = max(tw / w, th / h)
+    return max(tw, round(w * scale)), max(th, round(h * scale))
+
+
+class ImageFolder(Dataset):
+    """A class-labelled image folder: `dataset[i]` is (image float [3, height, width] in [-1, 1], label).
+
+    `classes` (sorted names) and `class_to_idx` are plain data for config.json. Call `set_epoch(e)` to draw
+    new crops and flips each epoch. `load_failures` counts files that broke at load time (per process).
+    """
+
+    def __init__(self, root: str | Path, height: int, width: int | None = None, *, train: bool = True,
+                 list_file: str | Path | None = None, seed: int = 0, verify: bool = True,
+                 workers: int | None = None):
+        width = height if width is None else width
+        if height <= 0 or width <= 0:
+            raise EqgenError(f"image size must be positive, got {height}x{width} (height x width)")
+        self.index = index_folder(root, list_file, verify=verify, workers=workers)
+        self.index.require_images()
+        if self.index.skipped:  # one line, however many files: the details are in `eqgen data inspect`
+            log.warning("eqgen: %s in %s; `eqgen data inspect` lists them", self.index.skip_summary(), root)
+        self.height, self.width, self.train, self.seed = height, width, train, seed
+        self.epoch = 0
+        self.load_failures = 0
+        self._broken: set[int] = set()
+
+    @property
+    def classes(self) -> list[str]:
+        return self.index.classes
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.classes)}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.index.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        # A file that breaks now (it changed on disk, or was never verified) gives way to the next good one;
+        # the crop and flip stay those of the requested index.
+        for offset in range(len(self)):
+            i = (index + offset) % len(self)
+            if i in self._broken:
+                continue
+            path = self.index.root / self.index.samples[i][0]
+            try:
+                return self._load(path, index), self.index.samples[i][1]
+            except _BROKEN as err:
+                self._broken.add(i)
+                self.load_failures += 1
+                log.warning("eqgen: skipped %s at load time (%s)", path, _message(err))
+        raise EqgenError(f"no image under {self.index.root} could be loaded")
+
+    def _load(self, path: Path, index: int) -> torch.Tensor:
+        target = (self.width, self.height)
+        with Image.open(path) as file:
+            file.draft(None, _cover(file.size, target))  # JPEG: decode at 1/2..1/8 scale if that still covers
+            image = to_rgb(file)
+        w, h = image.size
+        cover_w, cover_h = _cover(image.size, target)
+        if self.train:
+            rng = np.random.default_rng([self.seed % 2 ** 64, self.epoch, index])
+            x0, y0 = int(rng.integers(cover_w - self.width + 1)), int(rng.integers(cover_h - self.height + 1))
+            flip = bool(rng.random() < 0.5)
+        else:
+            x0, y0, flip = (cover_w - self.width) // 2, (cover_h - self.height) // 2, False
+        # Resizing only the crop's source box equals resizing the whole image to the cover size, then cropping.
+        box = (x0 * w / cover_w, y0 * h / cover_h, (x0 + self.width) * w / cover_w, (y0 + self.height) * h / cover_h)
+        pixels = from_uint8(np.array(image.resize(target, Image.Resampling.BICUBIC, box=box)))
+        return pixels.flip(-1) if flip else pixels
+
+
+def describe(index: FolderIndex, listed: int = 20) -> str:
+    """A report for `eqgen data inspect`: classes, images per class, sizes, and the skipped files."""
+    per_class = Counter(label for _, label in index.samples)
+    counts = [per_class[i] for i in range(len(index.classes))]
+    fewest = min(range(len(counts)), key=counts.__getitem__)
+    lines = [f"{index.root}: {len(index.samples)} images in {len(index.classes)} classes",
+             f"images per class: {_spread(counts)} (fewest: {index.classes[fewest]!r})"]
+    if index.sizes:
+        widths, heights = zip(*index.sizes)
+        lines += [f"width (px):  {_spread(widths)}", f"height (px): {_spread(heights)}",
+                  f"aspect w/h:  {_spread([w / h for w, h in index.sizes], '.2f')}"]
+    if not index.skipped:
+        lines.append("skipped no files")
+        return "\n".join(lines)
+    lines.append(index.skip_summary() + ":")
+    lines += [f"  {s.path}: {s.reason} ({s.detail})" for s in index.skipped[:listed]]
+    if len(index.skipped) > listed:
+        lines.append(f"  ... and {len(index.skipped) - listed} more")
+    return "\n".join(lines)
+
+
+def _spread(values, fmt: str = "g") -> str:
+    return f"min {min(values):{fmt}}, median {statistics.median(values):{fmt}}, max {max(values):{fmt}}"
