@@ -223,7 +223,9 @@ class ImageFolder(Dataset):
     def __len__(self) -> int:
         return len(self.index.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        # An (epoch, index) pair names the epoch itself: DataLoader workers never see `set_epoch`.
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         # A file that breaks now (it changed on disk, or was never verified) gives way to the next good one;
@@ -234,14 +236,14 @@ class ImageFolder(Dataset):
                 continue
             path = self.index.root / self.index.samples[i][0]
             try:
-                return self._load(path, index), self.index.samples[i][1]
+                return self._load(path, index, epoch), self.index.samples[i][1]
             except _BROKEN as err:
                 self._broken.add(i)
                 self.load_failures += 1
                 log.warning("eqgen: skipped %s at load time (%s)", path, _message(err))
         raise EqgenError(f"no image under {self.index.root} could be loaded")
 
-    def _load(self, path: Path, index: int) -> torch.Tensor:
+    def _load(self, path: Path, index: int, epoch: int) -> torch.Tensor:
         target = (self.width, self.height)
         with Image.open(path) as file:
             file.draft(None, _cover(file.size, target))  # JPEG: decode at 1/2..1/8 scale if that still covers
@@ -249,7 +251,7 @@ class ImageFolder(Dataset):
         w, h = image.size
         cover_w, cover_h = _cover(image.size, target)
         if self.train:
-            rng = np.random.default_rng([self.seed % 2 ** 64, self.epoch, index])
+            rng = np.random.default_rng([self.seed % 2 ** 64, epoch, index])
             x0, y0 = int(rng.integers(cover_w - self.width + 1)), int(rng.integers(cover_h - self.height + 1))
             flip = bool(rng.random() < 0.5)
         else:

@@ -67,12 +67,13 @@ class ImageSource:
             return from_uint8(render_batch(classes, [2**40 + self.seed * 1000 + i for i in range(n)], width, self.height))
         from .folders import ImageFolder
 
-        folder = ImageFolder(self.spec, self.height, width, train=False, seed=self.seed)
+        folder = ImageFolder(self.spec, self.height, width, train=False, seed=self.seed, verify=False)
         return torch.stack([folder[i][0] for i in range(min(n, len(folder)))])
 
 
-class _EpochBatches(Sampler[list[int]]):
-    """Index batches: one seeded permutation per epoch, process r takes every world_size-th batch."""
+class _EpochBatches(Sampler[list[tuple[int, int]]]):
+    """Index batches: one seeded permutation per epoch, process r takes every world_size-th batch. Items are
+    (epoch, index) pairs, so every epoch draws new crops and flips, in DataLoader workers too."""
 
     def __init__(self, n: int, batch_size: int, seed: int, start: int, rank: int, world_size: int):
         if n < batch_size * world_size:
@@ -80,12 +81,12 @@ class _EpochBatches(Sampler[list[int]]):
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.start, self.rank, self.world_size = start, rank, world_size
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         per_epoch = self.n // (self.batch_size * self.world_size)
         step = self.start
         while True:
             epoch, k = divmod(step, per_epoch)
             perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
             first = (k * self.world_size + self.rank) * self.batch_size
-            yield perm[first:first + self.batch_size].tolist()
+            yield [(epoch, i) for i in perm[first:first + self.batch_size].tolist()]
             step += 1
