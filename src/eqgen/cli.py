@@ -13,8 +13,10 @@ from .errors import EqgenError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eqgen", description="Equivariant Image Modeling: column tokens, any width.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_train(commands)
     _add_data(commands)
+    _add_train(commands)
+    _add_sample(commands)
+    _add_panorama(commands)
     return parser
 
 
@@ -198,6 +200,71 @@ def _int_list(text: str | None, flag: str) -> list[int] | None:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise EqgenError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
+def _generation_flags(parser: argparse.ArgumentParser, cfg_schedule: str) -> None:
+    parser.add_argument("--model", default="builtin", help="a pipeline directory or Hub id (default: the built-in model)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default: 3.0; 1 = none)")
+    parser.add_argument("--cfg-schedule", default=cfg_schedule, choices=["linear", "constant"],
+                        help=f"guidance along the sequence (default: {cfg_schedule})")
+    parser.add_argument("--steps", type=int, default=50, help="ODE steps per token (default: 50)")
+    parser.add_argument("--solver", default="heun", choices=["euler", "heun"], help="ODE solver (default: heun)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="start-noise scale (default: 1.0)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("-o", "--output", required=True, help="PNG file to write")
+
+
+def _options(args: argparse.Namespace) -> dict:
+    return dict(seed=args.seed, cfg=args.cfg, cfg_schedule=args.cfg_schedule, steps=args.steps,
+                solver=args.solver, temperature=args.temperature)
+
+
+def _add_sample(commands) -> None:
+    p = commands.add_parser("sample", help="a grid of class-conditional samples")
+    _generation_flags(p, "linear")
+    p.add_argument("--class", dest="classes", help="comma-separated class names (default: every class)")
+    p.add_argument("-n", "--per-class", type=int, default=8, help="images per class (default: 8)")
+    p.add_argument("--width", type=int, help="image width in pixels (default: the training width)")
+    p.set_defaults(run=_sample)
+
+
+def _sample(args: argparse.Namespace) -> None:
+    import torch
+
+    from .imageio import save_grid
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(args.model, device=args.device)
+    classes = args.classes.split(",") if args.classes else pipe.classes
+    if args.per_class < 1:
+        raise EqgenError("--per-class must be at least 1")
+    num_tokens = pipe.tokens_for_width(args.width) if args.width else None
+    pipe.labels(classes)  # unknown names fail before any work
+    rows = [pipe.generate([c] * args.per_class, num_tokens, progress=True, **_options(args)) for c in classes]
+    print(save_grid(torch.cat(rows), args.output, nrow=args.per_class))
+
+
+def _add_panorama(commands) -> None:
+    p = commands.add_parser("panorama", help="one very wide image, any width, bounded memory")
+    _generation_flags(p, "constant")
+    p.add_argument("--class", dest="cls", required=True, help="the class to generate")
+    p.add_argument("--width", type=int, default=2048, help="width in pixels (default: 2048)")
+    p.add_argument("--left", help="an image to continue to the right (outpainting)")
+    p.add_argument("--tile", type=int, default=64, help="tokens per decoded tile (default: 64)")
+    p.add_argument("--overlap", type=int, default=8, help="tokens of cross-faded overlap between tiles (default: 8)")
+    p.set_defaults(run=_panorama)
+
+
+def _panorama(args: argparse.Namespace) -> None:
+    from .imageio import load_image, save_png
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(args.model, device=args.device)
+    pipe.labels(args.cls)
+    left = load_image(args.left, pipe.height) if args.left else None
+    pixels = pipe.panorama(args.cls, args.width, left=left, tile=args.tile, overlap=args.overlap, **_options(args))
+    print(save_png(pixels, args.output))
 
 
 def main(argv: list[str] | None = None) -> int:

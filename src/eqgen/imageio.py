@@ -21,6 +21,17 @@ def from_uint8(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).movedim(-1, -3).float() / 127.5 - 1
 
 
+def load_image(path: str | Path, height: int) -> torch.Tensor:
+    """An image file -> float [3, height, w] in [-1, 1], resized to `height` keeping its aspect ratio."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            width = max(1, round(image.width * height / image.height))
+            return from_uint8(np.asarray(image.resize((width, height), Image.Resampling.BICUBIC)))
+    except (OSError, ValueError) as err:
+        raise EqgenError(f"cannot read image {path}: {err}") from None
+
+
 def save_png(array: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 [H, W, 3] array as PNG, with a clear error when the place cannot be written."""
     path = Path(path)

@@ -1,0 +1,220 @@
+"""`Pipeline`: the user's object — tokenizer + generator + class names in one directory.
+
+    pipe = Pipeline.from_pretrained()                      # the built-in model; or a directory, or a Hub id
+    images = pipe.generate(["alpine", "coast"], seed=0)    # [B,3,H,W] in [-1,1]
+    strip = pipe.panorama("coast", width=8192)             # uint8 [H, 8192, 3], bounded memory
+    pipe.save_pretrained("my_model")
+
+A pipeline directory holds `config.json` ({"tokenizer": ..., "generator": ..., "classes": [...]}),
+`tokenizer.safetensors` and `generator.safetensors`; a finished `eqgen train generator` run is one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import CONFIG, load_weights, save_weights
+from .configs import from_dict, load_json, save_json, to_dict
+from .errors import EqgenError
+from .generator import EquivariantGenerator, GeneratorConfig
+from .imageio import to_uint8
+from .sampling import TokenSampler, generate_tokens
+from .tokenizer import ColumnTokenizer, TokenizerConfig
+
+BUILTIN = Path(__file__).parent / "assets" / "builtin"
+DEFAULTS = dict(cfg=3.0, steps=50, solver="heun", temperature=1.0)
+
+
+class Pipeline:
+    def __init__(self, tokenizer: ColumnTokenizer, generator: EquivariantGenerator, classes: Sequence[str]):
+        if len(classes) != generator.config.num_classes:
+            raise EqgenError(f"{len(classes)} class names for a generator of {generator.config.num_classes} classes")
+        if tokenizer.config.embed_dim != generator.config.token_dim:
+            raise EqgenError(f"the tokenizer makes {tokenizer.config.embed_dim}-channel tokens, the generator "
+                             f"models {generator.config.token_dim}")
+        self.tokenizer, self.generator, self.classes = tokenizer.eval(), generator.eval(), list(classes)
+
+    # -- loading and saving -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path = "builtin", device: str | torch.device = "cpu") -> "Pipeline":
+        directory = _resolve(path)
+        config = load_json(directory / CONFIG)
+        if not {"tokenizer", "generator", "classes"} <= set(config):
+            raise EqgenError(f"{directory} is not an eqgen pipeline (config.json lacks tokenizer/generator/classes)")
+        tokenizer = ColumnTokenizer(from_dict(TokenizerConfig, config["tokenizer"]))
+        generator = EquivariantGenerator(from_dict(GeneratorConfig, config["generator"]))
+        for module, name in ((tokenizer, "tokenizer"), (generator, "generator")):
+            weights = {k: v.float() for k, v in load_weights(directory / f"{name}.safetensors").items()}
+            missing, unexpected = module.load_state_dict(weights, strict=False)
+            if missing or unexpected:
+                raise EqgenError(f"{directory / name}.safetensors does not fit its config "
+                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return cls(tokenizer, generator, config["classes"]).to(device)
+
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
+        """Write the pipeline directory; dtype=torch.float16 halves its size."""
+        path = Path(path)
+        for name, module in (("tokenizer", self.tokenizer), ("generator", self.generator)):
+            save_weights(path / f"{name}.safetensors", {k: v.to(dtype) for k, v in module.state_dict().items()})
+        save_json(path / CONFIG, {"tokenizer": to_dict(self.tokenizer.config),
+                                  "generator": to_dict(self.generator.config), "classes": self.classes})
+
+    def to(self, device: str | torch.device) -> "Pipeline":
+        self.tokenizer.to(device)
+        self.generator.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    @property
+    def token_width(self) -> int:
+        return self.tokenizer.token_width
+
+    @property
+    def height(self) -> int:
+        return self.tokenizer.config.height
+
+    # -- classes and tokens -------------------------------------------------------------------------------
+
+    def labels(self, classes: Sequence[str | int] | str | int) -> torch.Tensor:
+        """Class names or indices -> labels [B], with a clear error for unknown names."""
+        if isinstance(classes, (str, int)):
+            classes = [classes]
+        labels = []
+        for c in classes:
+            if isinstance(c, str) and not c.isdigit():
+                if c not in self.classes:
+                    raise EqgenError(f"unknown class {c!r}; this model knows: {', '.join(self.classes)}")
+                labels.append(self.classes.index(c))
+            elif not 0 <= int(c) < len(self.classes):
+                raise EqgenError(f"class index {c} outside 0..{len(self.classes) - 1}")
+            else:
+                labels.append(int(c))
+        return torch.tensor(labels, device=self.device)
+
+    def tokens_for_width(self, width: int) -> int:
+        if width % self.token_width or width // self.token_width < 2:
+            raise EqgenError(f"width {width} must be a multiple of {self.token_width} px and at least "
+                             f"{2 * self.token_width} px")
+        return width // self.token_width
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [B,3,H,W] in [-1,1] -> generator tokens (latent scale applied)."""
+        with torch.no_grad():
+            return self.tokenizer.encode(images.to(self.device)) * self.tokenizer.config.latent_scale
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Generator tokens [B, N, C] -> images [B,3,H,N·f] in [-1, 1], decoded in one piece."""
+        with torch.no_grad():
+            return self.tokenizer.decode(tokens / self.tokenizer.config.latent_scale).clamp(-1, 1)
+
+    def sampler(self, classes, num_tokens: int, *, seed: int = 0, **options) -> TokenSampler:
+        """A `TokenSampler` for interactive work: step, roll back, continue (see eqgen.sampling)."""
+        return TokenSampler(self.generator, self.labels(classes), num_tokens,
+                            generator=torch.Generator().manual_seed(seed), **{**DEFAULTS, **options})
+
+    # -- generation ---------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, classes, num_tokens: int | None = None, *, seed: int = 0, cfg_schedule: str = "linear",
+                 progress: bool = False, **options) -> torch.Tensor:
+        """One image per entry of `classes`: [B,3,H,num_tokens·f] in [-1, 1] (default: the training length).
+        Options: cfg, steps, solver, temperature (defaults in `DEFAULTS`)."""
+        num_tokens = num_tokens or self.generator.config.train_tokens
+        tokens = generate_tokens(self.generator, self.labels(classes), num_tokens, cfg_schedule=cfg_schedule,
+                                 generator=torch.Generator().manual_seed(seed), progress=progress,
+                                 **{**DEFAULTS, **options})
+        return self.decode(tokens)
+
+    @torch.no_grad()
+    def panorama(self, cls: str | int, width: int, *, tile: int = 64, overlap: int = 8, progress: bool = True,
+                 **options) -> np.ndarray:
+        """One very wide image, uint8 [H, width, 3]: tokens generated one by one with the windowed cache,
+        then decoded in overlapping tiles, so memory does not grow with the width beyond the uint8 result.
+        Options as for `panorama_tokens`."""
+        tokens = self.panorama_tokens(cls, width, progress=progress, **options)
+        canvas = np.empty((self.height, width, 3), np.uint8)
+        for x0, pixels in self.decode_tiles(tokens, tile, overlap, progress):
+            canvas[:, x0:x0 + pixels.shape[1]] = pixels
+        return canvas
+
+    @torch.no_grad()
+    def panorama_tokens(self, cls: str | int, width: int, *, seed: int = 0, left: torch.Tensor | None = None,
+                        cfg_schedule: str = "constant", progress: bool = False, **options) -> torch.Tensor:
+        """The generator tokens [1, width/f, C] of a panorama.
+
+        left: an image [3,H,w] in [-1,1] to continue to the right (outpainting): it is encoded and its tokens
+        start the sequence. cfg_schedule defaults to constant: a linear ramp along a panorama would leave its
+        left part barely guided. Other options: cfg, steps, solver, temperature."""
+        num_tokens = self.tokens_for_width(width)
+        prefix = None
+        if left is not None:
+            if left.ndim != 3 or left.shape[1] != self.height:
+                raise EqgenError(f"the left image must be [3, {self.height}, w], got {list(left.shape)}")
+            usable = left.shape[-1] // self.token_width * self.token_width
+            if usable // self.token_width < 2 or usable >= width:
+                raise EqgenError(f"the left image must be at least {2 * self.token_width} px wide and narrower "
+                                 f"than the panorama ({width} px)")
+            prefix = self.encode(left[None, :, :, :usable])
+        sampler = self.sampler([cls], num_tokens, seed=seed, cfg_schedule=cfg_schedule, **options)
+        sampler.start(prefix)
+        for _ in tqdm(range(sampler.length, num_tokens), disable=not progress, desc="tokens"):
+            sampler.step()
+        return sampler.tokens
+
+    def decode_tiles(self, tokens: torch.Tensor, tile: int = 64, overlap: int = 8,
+                     progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode tokens [1, N, C] in tiles of `tile` tokens that overlap by `overlap`, cross-fading each
+        overlap linearly; yields (first pixel column, uint8 [H, w, 3]) pieces left to right. Only one tile's
+        floats are held at a time, whatever N is."""
+        N, f = tokens.shape[1], self.token_width
+        if overlap < 1 or tile < 2 * overlap + 2:
+            raise EqgenError(f"decode tiles need overlap ≥ 1 and tile ≥ 2·overlap + 2 (got tile {tile}, overlap {overlap})")
+        starts = list(range(0, max(N - tile, 0) + 1, tile - overlap))
+        if starts[-1] + tile < N:
+            starts.append(N - tile)
+        done, pending, weights = 0, None, None  # pending: weighted sums of the columns from `done` on
+        for i, a in enumerate(tqdm(starts, disable=not progress, desc="decode")):
+            b = min(a + tile, N)
+            pixels = self.decode(tokens[:, a:b])[0].float()  # [3, H, (b−a)·f]
+            w = torch.ones((b - a) * f)
+            ramp = (torch.arange(overlap * f) + 0.5) / (overlap * f)
+            if a > 0:
+                w[: overlap * f] = ramp
+            if b < N:
+                w[-overlap * f:] = ramp.flip(0)
+            if pending is None:
+                pending, weights = pixels * w, w.clone()
+            else:  # pending starts where this tile starts: widen it to the tile's end and add the tile
+                extra = (b - a) * f - pending.shape[-1]
+                pending = torch.cat([pending, pending.new_zeros(*pending.shape[:2], extra)], dim=-1) + pixels * w
+                weights = torch.cat([weights, weights.new_zeros(extra)]) + w
+            final = (starts[i + 1] * f if i + 1 < len(starts) else N * f) - done
+            yield done, to_uint8(pending[..., :final] / weights[:final])
+            pending, weights, done = pending[..., final:], weights[final:], done + final
+
+
+def _resolve(path: str | Path) -> Path:
+    if str(path) == "builtin":
+        if not (BUILTIN / CONFIG).exists():
+            raise EqgenError("this installation has no built-in model; pass --model DIR")
+        return BUILTIN
+    directory = Path(path)
+    if directory.is_dir():
+        return directory
+    if not directory.exists() and str(path).count("/") == 1 and not str(path).startswith((".", "/")):
+        try:  # a Hub repo id such as "user/eqgen-landscapes"
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(str(path)))
+        except Exception as err:  # offline, unknown repo, no permission: one line, not a traceback
+            raise EqgenError(f"{path} is not a local directory and could not be fetched from the Hub "
+                             f"({type(err).__name__})") from None
+    raise EqgenError(f"model directory {path} not found")

@@ -1,0 +1,76 @@
+"""Pipeline: save/load, generation, tiled decoding, panoramas and outpainting on tiny random models."""
+import numpy as np
+import pytest
+import torch
+
+from eqgen import Pipeline
+from eqgen.configs import from_preset
+from eqgen.errors import EqgenError
+from eqgen.generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
+from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
+
+CLASSES = ["a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    tokenizer = ColumnTokenizer(from_preset(TokenizerConfig, TOKENIZER_PRESETS, "tiny", latent_scale=0.5))
+    generator = EquivariantGenerator(from_preset(GeneratorConfig, GENERATOR_PRESETS, "tiny", token_dim=4))
+    with torch.no_grad():  # the flow head starts at zero output: give it something to say
+        for p in generator.head.parameters():
+            p += 0.05 * torch.randn_like(p)
+    return Pipeline(tokenizer, generator, CLASSES)
+
+
+def test_generate_shapes_and_seeds(pipe):
+    images = pipe.generate(["a", "d", 1], num_tokens=6, steps=3, seed=1)
+    assert images.shape == (3, 3, pipe.height, 6 * pipe.token_width)
+    assert images.min() >= -1 and images.max() <= 1
+    assert torch.equal(images, pipe.generate(["a", "d", 1], num_tokens=6, steps=3, seed=1))
+    assert not torch.equal(images, pipe.generate(["a", "d", 1], num_tokens=6, steps=3, seed=2))
+
+
+def test_save_and_load_roundtrip(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "p")
+    again = Pipeline.from_pretrained(tmp_path / "p")
+    assert again.classes == CLASSES
+    torch.testing.assert_close(again.generate("b", 4, steps=2), pipe.generate("b", 4, steps=2))
+    pipe.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    assert (tmp_path / "half/generator.safetensors").stat().st_size < 0.6 * (tmp_path / "p/generator.safetensors").stat().st_size
+
+
+def test_clear_errors(pipe, tmp_path):
+    with pytest.raises(EqgenError, match="unknown class 'zebra'"):
+        pipe.labels("zebra")
+    with pytest.raises(EqgenError, match="multiple of"):
+        pipe.panorama("a", 30)
+    with pytest.raises(EqgenError, match="not found"):
+        Pipeline.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk/config.json").write_text("{}")
+    with pytest.raises(EqgenError, match="not an eqgen pipeline"):
+        Pipeline.from_pretrained(tmp_path / "junk")
+
+
+def test_tiled_decode(pipe):
+    tokens = torch.randn(1, 40, 4)
+    whole = pipe.decode(tokens)
+    one_tile = np.concatenate([p for _, p in pipe.decode_tiles(tokens, tile=40, overlap=4)], axis=1)
+    assert np.array_equal(one_tile, (whole[0].permute(1, 2, 0).add(1).mul(127.5).round()).to(torch.uint8).numpy())
+    pieces = list(pipe.decode_tiles(tokens, tile=12, overlap=3))
+    starts = [x0 for x0, _ in pieces]
+    assert starts == sorted(starts) and starts[0] == 0
+    tiled = np.concatenate([p for _, p in pieces], axis=1)
+    assert tiled.shape == (pipe.height, 40 * pipe.token_width, 3)
+
+
+def test_panorama_and_outpainting(pipe):
+    f = pipe.token_width
+    strip = pipe.panorama("c", 30 * f, steps=2, tile=12, overlap=3, progress=False)
+    assert strip.shape == (pipe.height, 30 * f, 3) and strip.dtype == np.uint8
+    left = pipe.generate("c", 6, steps=2, seed=5)[0]
+    tokens = pipe.panorama_tokens("c", 20 * f, left=left, steps=2, seed=3)
+    assert tokens.shape == (1, 20, 4)
+    assert torch.equal(tokens[:, :6], pipe.encode(left[None]))  # the left image's tokens, then new ones
+    assert not torch.equal(tokens[:, 6:], pipe.panorama_tokens("c", 20 * f, steps=2, seed=3)[:, 6:])
