@@ -1,4 +1,5 @@
-"""Parity with the official generator: every recorded output of ../shared/fixtures/official, via the converter."""
+"""Parity with the official generator through the converter: every recorded output of shared/fixtures/official."""
+import argparse
 import json
 from pathlib import Path
 
@@ -6,21 +7,31 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from eqgen.convert.generator import convert_generator
+from eqgen.configs import from_preset
+from eqgen.convert.generator import convert_generator_state_dict, load_official_generator
 from eqgen.errors import EqgenError
-from eqgen.flow import cfg_scale, guided_velocity, solve, timestep_embedding
-from eqgen.generator import rope_angles, apply_rope, window_mask
-from eqgen.sampling import SamplingOptions, generate_tokens
+from eqgen.flow import cfg_scale, guided_velocity, sample, timestep_embedding
+from eqgen.generator import (GENERATOR_PRESETS, NULL_LABEL, GeneratorConfig, Rope, apply_rope, rope_angles,
+                             window_mask)
+from eqgen.sampling import TokenSampler
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/official"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="official fixtures (../shared/fixtures/official) absent")
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="official fixtures (shared/fixtures/official) absent")
 ATOL = 3e-6
+RUNS = [("ar_cfg1", 1.0, "linear", 0), ("ar_cfg3_linear", 3.0, "linear", 0),
+        ("ar_cfg2_const_prefix3_long", 2.0, "constant", 3)]
+
+
+def official_kwargs():
+    return json.loads((FIXTURES / "generator_tiny_config.json").read_text())["constructor_kwargs"]
 
 
 @pytest.fixture(scope="module")
 def model():
-    kwargs = json.loads((FIXTURES / "generator_tiny_config.json").read_text())["constructor_kwargs"]
-    return convert_generator(FIXTURES / "generator_tiny_state_dict.safetensors", **kwargs)
+    # The state dict holds no arguments: the head count comes from the constructor keywords, the rest
+    # (window 3, shift 16, 1 noise draw) too.
+    return load_official_generator(FIXTURES / "generator_tiny_state_dict.safetensors", heads=4, window=3,
+                                   noise_draws=1, train_tokens=8)
 
 
 @pytest.fixture(scope="module")
@@ -32,37 +43,45 @@ def close(a, b):
     torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
 
 
+def test_config_matches_the_official_tiny_preset(model):
+    config, _ = convert_generator_state_dict(load_file(FIXTURES / "generator_tiny_state_dict.safetensors"),
+                                             official_kwargs())
+    assert config == model.config == from_preset(GeneratorConfig, GENERATOR_PRESETS, "official_tiny")
+
+
 @torch.no_grad()
 @pytest.mark.parametrize("L", [8, 12])
-def test_transformer_outputs(model, io, L):
+def test_transformer_outputs_block_by_block(model, io, L):
     tokens, labels = io[f"enc.tokens_L{L}"], io["enc.labels"]
     close(model.class_emb(labels), io["enc.class_embedding"])
-    close(model.condition(tokens, model.class_emb(labels)), io[f"enc.out_L{L}"])
-    close(model.condition(tokens, model.class_embedding(None, 2)), io[f"enc.out_uncond_L{L}"])
-    assert torch.equal(window_mask(L, model.config.window), io[f"enc.self_attn_mask_L{L}"])
-    # Block by block: the fixture holds [class tokens; image tokens] after each block.
-    kvs, _ = model.class_context(model.class_emb(labels))
-    x = model.embed(tokens)
-    close(x, io[f"enc.blocks_in_L{L}"][:, 4:])
-    cos, sin = model.rope(0, L, tokens.device)
-    for i, (block, kv) in enumerate(zip(model.blocks, kvs)):
-        x = block(x, kv, cos, sin, window_mask(L, model.config.window))
-        close(x, io[f"enc.block{i}_out_L{L}"][:, 4:])
+    close(model.condition(tokens, labels), io[f"enc.out_L{L}"])
+    close(model.condition(tokens, torch.full_like(labels, NULL_LABEL)), io[f"enc.out_uncond_L{L}"])
+    positions = torch.arange(L)
+    assert torch.equal(window_mask(positions, positions, model.config.window), io[f"enc.self_attn_mask_L{L}"])
+    # The fixture holds [class tokens; image tokens] entering block 0 and after each block.
+    c = model.z_proj_ln(model.class_emb(labels)[:, None] + model.class_pos)
+    x = model.z_proj_ln(model.z_proj(tokens))
+    close(torch.cat([c, x], 1), io[f"enc.blocks_in_L{L}"])
+    rope = Rope(positions, *rope_angles(positions, 16))
+    for i, block in enumerate(model.blocks):
+        kv, c_next = block.class_step(c)
+        x, c = block(x, kv, rope), c_next
+        close(torch.cat([c, x], 1), io[f"enc.block{i}_out_L{L}"])
 
 
-def test_rope(io):
+def test_rope_tables(io):
     for L in (8, 12):
-        cos, sin = rope_angles(torch.arange(L), 16)
-        close(torch.stack([cos, sin], -1), io[f"rope.freqs_cis_eval_L{L}"])
-    cos, sin = rope_angles(torch.arange(8) + int(io["rope.train_seed1234_bias"]), 16)
-    close(torch.stack([cos, sin], -1), io["rope.freqs_cis_train_seed1234_L8"])
-    cos, sin = rope_angles(torch.arange(8), 16)
+        close(torch.stack(rope_angles(torch.arange(L), 16), -1), io[f"rope.freqs_cis_eval_L{L}"])
+    torch.manual_seed(1234)  # the training shift is one draw of randint(0, 16) from the global RNG
+    shift = torch.randint(0, 16, (1,))
+    assert torch.equal(shift, io["rope.train_seed1234_bias"])
+    close(torch.stack(rope_angles(torch.arange(8) + shift, 16), -1), io["rope.freqs_cis_train_seed1234_L8"])
     q = io["rope.q_in"].transpose(1, 2)  # fixture layout (B, L, heads, hd) -> eqgen's (B, heads, L, hd)
-    close(apply_rope(q, cos, sin).transpose(1, 2), io["rope.q_out_eval"])
+    close(apply_rope(q, *rope_angles(torch.arange(8), 16)).transpose(1, 2), io["rope.q_out_eval"])
 
 
 @torch.no_grad()
-def test_layernorm_eps(model, io):
+def test_layernorm_eps_probes(model, io):
     x, block = io["ln_probe.x"], model.blocks[0]
     for name, module in [("z_proj_ln", model.z_proj_ln), ("encoder_norm", model.norm), ("block0.norm1", block.norm1),
                          ("block0.norm2", block.norm2), ("block0.cross_norm", block.cross_norm),
@@ -74,59 +93,86 @@ def test_layernorm_eps(model, io):
 
 @torch.no_grad()
 def test_flow_head_and_cfg(model, io):
-    head = model.head
-    close(timestep_embedding(io["mlp.t"]), io["mlp.t_freq"])
-    close(head.time_embed(io["mlp.t"]), io["mlp.t_embed"])
-    close(head(io["mlp.x"], io["mlp.t"], io["mlp.c"]), io["mlp.out"])
-    # CFG: rows 0-2 of c are conditional, 3-5 unconditional; the official duplicates the guided half.
-    scale = float(io["mlp_cfg.scale"])
-    v_cond = head(io["mlp.x"][:3], io["mlp.t"][:3], io["mlp.c"][:3])
-    v_uncond = head(io["mlp.x"][:3], io["mlp.t"][3:], io["mlp.c"][3:])
-    close(torch.cat([v_uncond + scale * (v_cond - v_uncond)] * 2), io["mlp_cfg.out"])
+    head, x, t, c = model.head, io["mlp.x"], io["mlp.t"], io["mlp.c"]
+    close(timestep_embedding(t), io["mlp.t_freq"])
+    close(head.time_embed(t), io["mlp.t_embed"])
+    close(head(x, t, c), io["mlp.out"])
+    guided = guided_velocity(head, x[:3], t, c, float(io["mlp_cfg.scale"]))  # c: 3 cond rows, then 3 uncond
+    close(torch.cat([guided, guided]), io["mlp_cfg.out"])
 
 
 @torch.no_grad()
 def test_euler_ode(model, io):
-    out = solve(guided_velocity(model.head, io["ode.c"], None), io["ode.noise"], 10)
-    close(out, io["ode.out"])
-    guided = solve(guided_velocity(model.head, io["ode_cfg.c"], float(io["ode_cfg.scale"])), io["ode_cfg.noise"][:2], 10)
+    close(sample(model.head, io["ode.c"], io["ode.noise"], steps=10), io["ode.out"])
+    guided = sample(model.head, io["ode_cfg.c"], io["ode_cfg.noise"][:2], steps=10, cfg=float(io["ode_cfg.scale"]))
     close(torch.cat([guided, guided]), io["ode_cfg.out"])
+    g = torch.Generator().manual_seed(99)  # diffloss.sample after torch.manual_seed(99): one randn(4, 8)
+    noise = torch.randn(4, 8, generator=g)
+    assert torch.equal(noise, io["diffloss_sample.seed99_noise"])
+    close(sample(model.head, io["diffloss_sample.c"], noise, steps=10), io["diffloss_sample.out"])
 
 
-def test_loss_value(model, io):
-    model.eval()
+@torch.no_grad()
+def test_loss_value_with_replayed_rng(model, io):
     torch.manual_seed(777)
+    close(model(io["loss.imgs"], io["loss.labels"]), io["loss.value"])
+    close(model.condition(io["loss.imgs"], io["loss.labels"]).reshape(16, 64), io["loss.z_cond"])
+
+
+@pytest.mark.parametrize("run,cfg,schedule,prefix", RUNS)
+@pytest.mark.parametrize("mode", ["cached", "recompute"])
+def test_autoregressive_runs(model, io, run, cfg, schedule, prefix, mode):
+    expected = io[f"{run}.tokens"][:, :, 0].transpose(1, 2)  # official [B, C, 1, L] -> [B, L, C]
+    sampler = TokenSampler(model, torch.tensor([3, 7]), expected.shape[1], cfg=cfg, cfg_schedule=schedule,
+                           steps=10, generator=int(io[f"{run}.seed"]), mode=mode)
+    sampler.start(io["loss.imgs"][:, :prefix])
+    for i in range(expected.shape[1] - prefix):
+        close(sampler.condition(), io[f"{run}.step_cond"][i])
+        assert cfg_scale(sampler.length, expected.shape[1], cfg, schedule) == pytest.approx(
+            float(io[f"{run}.step_cfg"][i]), abs=1e-12)
+        sampler.step()
+    close(sampler.tokens, expected)
+
+
+def test_the_full_size_places_key_list_converts():
+    keys = json.loads((FIXTURES / "keys_generator_large_places.json").read_text())["keys"]
+    state = {k["key"]: torch.empty(k["shape"], device="meta") for k in keys}
+    config, converted = convert_generator_state_dict(state, {"model": "large_model", "cond_length": 3,
+                                                             "shift_num": 16, "diffusion_batch_mul": 4})
+    assert config == from_preset(GeneratorConfig, GENERATOR_PRESETS, "L", num_classes=30)
+    assert sum(t.numel() for t in converted.values()) == 643_502_848
+
+
+def test_an_official_checkpoint_file_loads_its_ema_weights_and_args(tmp_path, io):
+    ema = load_file(FIXTURES / "generator_tiny_state_dict.safetensors")
+    raw = {k: v + 1.0 for k, v in ema.items()}  # decoy: the non-EMA copy must be ignored
+    args = argparse.Namespace(model="tiny_model", cond_length=3, shift_num=16, diffusion_batch_mul=1, token_num=8,
+                              buffer_size=4, class_num=10, label_drop_prob=0.1, attn_dropout=0.1, proj_dropout=0.1)
+    torch.save({"model": raw, "model_ema": ema, "optimizer": {"state": {}}, "epoch": 3, "args": args},
+               tmp_path / "checkpoint-last.pth")
+    model = load_official_generator(tmp_path / "checkpoint-last.pth")
+    assert model.config == from_preset(GeneratorConfig, GENERATOR_PRESETS, "official_tiny")
     with torch.no_grad():
-        loss = model(io["loss.imgs"], io["loss.labels"])
-    close(loss, io["loss.value"])
+        close(model.condition(io["enc.tokens_L8"], io["enc.labels"]), io["enc.out_L8"])
 
 
-@pytest.mark.parametrize("run,cfg,schedule,prefix", [
-    ("ar_cfg1", 1.0, "linear", 0),
-    ("ar_cfg3_linear", 3.0, "linear", 0),
-    ("ar_cfg2_const_prefix3_long", 2.0, "constant", 3),
-])
-@pytest.mark.parametrize("recompute", [False, True])
-def test_autoregressive_sampling(model, io, run, cfg, schedule, prefix, recompute):
-    expected = io[f"{run}.tokens"]  # [B, C, 1, L] in the official layout
-    expected = expected[:, :, 0].transpose(1, 2)
-    g = torch.Generator().manual_seed(int(io[f"{run}.seed"]))
-    options = SamplingOptions(cfg=cfg, cfg_schedule=schedule, steps=10)
-    tokens = generate_tokens(model, torch.tensor([3, 7]), expected.shape[1], options, g,
-                             prefix=io["loss.imgs"][:, :prefix] if prefix else None, recompute=recompute)
-    close(tokens, expected)
-    steps = io[f"{run}.step_cfg"]
-    assert [cfg_scale(prefix + i, expected.shape[1], cfg, schedule) for i in range(len(steps))] == \
-        pytest.approx(steps.tolist())
+class Gadget:  # a class torch.load must never instantiate
+    pass
 
 
-def test_refuses_a_file_that_does_not_fit(tmp_path):
+def test_refuses_what_does_not_fit_or_is_unsafe(tmp_path):
     state = load_file(FIXTURES / "generator_tiny_state_dict.safetensors")
-    state.pop("encoder_blocks.1.attn.proj.weight")
-    state["encoder_blocks.0.mlp.fc1.weight"] = torch.zeros(3, 3)
-    save_file(state, tmp_path / "bad.safetensors")
-    with pytest.raises(EqgenError, match=r"missing: blocks.1.attn.proj.weight.*wrong shape: blocks.0.mlp.fc1.weight"):
-        convert_generator(tmp_path / "bad.safetensors", encoder_num_heads=4)
+    with pytest.raises(EqgenError, match="heads=N"):
+        convert_generator_state_dict(state)
+    broken = dict(state)
+    broken.pop("encoder_blocks.1.attn.proj.weight")
+    broken["encoder_blocks.0.mlp.fc2.weight"] = torch.zeros(3, 3)
+    save_file(broken, tmp_path / "bad.safetensors")
+    with pytest.raises(EqgenError, match=r"missing: blocks.1.attn.proj.weight.*wrong shape: blocks.0.mlp.fc2.weight"):
+        load_official_generator(tmp_path / "bad.safetensors", heads=4)
+    torch.save({"model_ema": state, "args": Gadget()}, tmp_path / "unsafe.pth")
+    with pytest.raises(EqgenError, match="can read safely"):
+        load_official_generator(tmp_path / "unsafe.pth")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(EqgenError, match="not a checkpoint eqgen can read safely"):
-        convert_generator(tmp_path / "junk.ckpt")
+    with pytest.raises(EqgenError, match="can read safely"):
+        load_official_generator(tmp_path / "junk.ckpt")

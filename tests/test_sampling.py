@@ -1,15 +1,15 @@
-"""The windowed KV cache: same tokens as recomputing everything, bounded cache, roll-back and prefixes."""
+"""The windowed KV cache: the same tokens as recomputing the prefix, constant size, prefixes, roll-back, seeds."""
 import pytest
 import torch
 
 from eqgen.configs import from_preset
 from eqgen.errors import EqgenError
-from eqgen.generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
-from eqgen.sampling import SamplingOptions, TokenSampler, generate_tokens
+from eqgen.generator import GENERATOR_PRESETS, NULL_LABEL, EquivariantGenerator, GeneratorConfig
+from eqgen.sampling import TokenSampler, generate_tokens
 
 
 def perturbed(**overrides):
-    """A tiny generator with non-trivial weights (the zero-initialised head would output nothing)."""
+    """A tiny generator with non-trivial weights (a fresh flow head outputs exactly zero)."""
     torch.manual_seed(0)
     model = EquivariantGenerator(from_preset(GeneratorConfig, GENERATOR_PRESETS, "tiny", **overrides))
     g = torch.Generator().manual_seed(1)
@@ -19,69 +19,108 @@ def perturbed(**overrides):
     return model.eval()
 
 
-@pytest.mark.parametrize("window", [2, None])
+def close(a, b):
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("window", [3, None])
 @pytest.mark.parametrize("cfg,solver", [(1.0, "euler"), (3.0, "heun")])
 def test_cached_equals_recompute(window, cfg, solver):
     model = perturbed(depth=3, window=window)
-    options = SamplingOptions(cfg=cfg, steps=4, solver=solver)
-    labels = torch.tensor([0, 3])
-    n = 16  # longer than window × depth
-    cached = generate_tokens(model, labels, n, options, torch.Generator().manual_seed(5))
-    full = generate_tokens(model, labels, n, options, torch.Generator().manual_seed(5), recompute=True)
-    torch.testing.assert_close(cached, full, atol=2e-5, rtol=0)
-    assert cached.abs().sum() > 0
+    n = 14  # longer than window × depth = 9
+    runs = [generate_tokens(model, torch.tensor([0, 3]), n, cfg=cfg, steps=3, solver=solver, generator=5, mode=mode)
+            for mode in ("cached", "recompute")]
+    close(*runs)
+    assert runs[0].shape == (2, n, 8) and runs[0].std() > 0.1
 
 
-def test_cache_size_is_bounded_by_the_window():
+def test_cache_size_is_constant_in_position():
     model = perturbed(depth=2, window=3)
-    sampler = TokenSampler(model, torch.tensor([1]), SamplingOptions(steps=2), num_tokens=20)
+    sampler = TokenSampler(model, torch.tensor([1]), 40, steps=1)
     sizes = []
-    for _ in range(20):
+    for _ in range(40):
         sampler.step()
-        sizes.append(max(c.size() for c in sampler.caches))
-    assert max(sizes) == 3 and sizes[-1] == 3
+        sampler.condition()  # feed the new token into the cache
+        sizes.append(sampler.cache_nbytes())
+        assert all(cache.k.shape[2] == min(sampler.length, 3) for cache in sampler.caches)
+    assert len(set(sizes[3:])) == 1
+    full = TokenSampler(perturbed(depth=2, window=None), torch.tensor([1]), 10, steps=1)
+    for _ in range(10):
+        full.step()
+    full.condition()
+    assert all(cache.k.shape[2] == 10 for cache in full.caches)  # full causal attention keeps everything
 
 
-def test_rollback_keeps_the_prefix_and_regenerates_the_same_way():
-    model = perturbed(depth=2, window=2)
-    options = SamplingOptions(cfg=2.0, steps=3)
-    sampler = TokenSampler(model, torch.tensor([2]), options, torch.Generator().manual_seed(0), num_tokens=14)
-    first = sampler.run(14).clone()
-    sampler.rollback(6)
-    assert torch.equal(sampler.tokens, first[:, :6])
-    sampler.generator.manual_seed(123)
-    redo = sampler.run(14)
-    assert torch.equal(redo[:, :6], first[:, :6])
-    assert not torch.allclose(redo[:, 6], first[:, 6])
-    # The continuation after a roll-back is what a fresh sampler given that prefix produces.
-    fresh = generate_tokens(model, torch.tensor([2]), 14, options, torch.Generator().manual_seed(123),
-                            prefix=first[:, :6])
-    torch.testing.assert_close(redo, fresh, atol=1e-5, rtol=0)
-
-
-def test_long_prefix_only_needs_window_times_depth_tokens():
-    model = perturbed(depth=2, window=2)
-    options = SamplingOptions(steps=3)
-    prefix = generate_tokens(model, torch.tensor([1]), 30, options, torch.Generator().manual_seed(0))
-    a = generate_tokens(model, torch.tensor([1]), 34, options, torch.Generator().manual_seed(9), prefix=prefix)
-    b = generate_tokens(model, torch.tensor([1]), 34, options, torch.Generator().manual_seed(9), prefix=prefix,
-                        recompute=True)
-    torch.testing.assert_close(a, b, atol=2e-5, rtol=0)
-
-
-def test_temperature_scales_the_spread():
-    model = perturbed(depth=2, window=2)
-    labels = torch.zeros(64, dtype=torch.long)
-    cold = generate_tokens(model, labels, 2, SamplingOptions(steps=4, temperature=0.3), torch.Generator().manual_seed(0))
-    warm = generate_tokens(model, labels, 2, SamplingOptions(steps=4, temperature=1.0), torch.Generator().manual_seed(0))
-    assert cold[:, 0].std(dim=0).mean() < 0.6 * warm[:, 0].std(dim=0).mean()
-
-
-def test_bad_options_are_clear_errors():
-    with pytest.raises(EqgenError, match="unknown solver"):
-        SamplingOptions(solver="rk4")
-    with pytest.raises(EqgenError, match="cfg schedule"):
-        SamplingOptions(cfg_schedule="cosine")
+def test_seed_generator_and_global_rng_give_the_same_tokens():
     model = perturbed()
+    args = (model, torch.tensor([2]), 5)
+    a = generate_tokens(*args, steps=2, generator=7)
+    b = generate_tokens(*args, steps=2, generator=torch.Generator().manual_seed(7))
+    torch.manual_seed(7)
+    c = generate_tokens(*args, steps=2)  # the global RNG, as the official sampler after torch.manual_seed(7)
+    assert torch.equal(a, b) and torch.equal(a, c)
+    assert not torch.equal(a, generate_tokens(*args, steps=2, generator=8))
+    g = torch.Generator().manual_seed(7)
+    torch.manual_seed(7)
+    assert torch.equal(torch.randn(3, 8, generator=g), torch.randn(3, 8))
+
+
+def test_prefix_is_kept_and_a_long_one_is_continued_exactly():
+    model = perturbed(depth=2, window=2)
+    labels = torch.tensor([1, 2])
+    prefix = generate_tokens(model, labels, 12, steps=2, generator=0)
+    # The cached sampler prefills only the last window·depth + 1 prefix tokens; recompute reads them all.
+    cont = [generate_tokens(model, labels, 16, prefix=prefix, cfg=2.0, steps=2, generator=9, mode=mode)
+            for mode in ("cached", "recompute")]
+    assert torch.equal(cont[0][:, :12], prefix)
+    close(*cont)
+    with pytest.raises(EqgenError, match="more than num_tokens"):
+        generate_tokens(model, labels, 8, prefix=prefix)
+
+
+def test_rollback_regenerates_from_column_k():
+    model = perturbed(depth=2, window=2)
+    sampler = TokenSampler(model, torch.tensor([2]), 12, cfg=2.0, steps=2, generator=0)
+    for _ in range(12):
+        sampler.step()
+    first = sampler.tokens.clone()
+    sampler.rollback(7)
+    assert torch.equal(sampler.tokens, first[:, :7])
+    sampler.generator.manual_seed(123)
+    for _ in range(5):
+        sampler.step()
+    assert not torch.allclose(sampler.tokens[:, 7], first[:, 7])
+    # What follows a roll-back is what a fresh sampler continuing that prefix produces.
+    fresh = generate_tokens(model, torch.tensor([2]), 12, prefix=first[:, :7], cfg=2.0, steps=2, generator=123)
+    close(sampler.tokens, fresh)
     with pytest.raises(EqgenError, match="roll back"):
-        TokenSampler(model, torch.tensor([0]), SamplingOptions(), num_tokens=4).rollback(3)
+        sampler.rollback(13)
+
+
+def test_temperature_scales_the_start_noise():
+    model = perturbed()
+    labels = torch.zeros(64, dtype=torch.long)
+    cold, warm = (generate_tokens(model, labels, 1, steps=3, temperature=temp, generator=0) for temp in (0.3, 1.0))
+    assert cold.std(dim=0).mean() < 0.6 * warm.std(dim=0).mean()
+    # At temperature 0 the start noise vanishes: the seed no longer matters.
+    assert torch.equal(*(generate_tokens(model, labels[:2], 3, steps=2, temperature=0.0, generator=s) for s in (1, 2)))
+
+
+def test_unconditional_sampling_uses_the_null_class():
+    model = perturbed()
+    uncond = generate_tokens(model, torch.tensor([NULL_LABEL]), 3, steps=2, generator=0)
+    cond = generate_tokens(model, torch.tensor([1]), 3, steps=2, generator=0)
+    assert not torch.allclose(uncond, cond)
+
+
+def test_bad_requests_are_clear_errors():
+    model = perturbed()
+    labels = torch.tensor([0])
+    for kwargs, message in [(dict(mode="fast"), "sampling mode"), (dict(solver="rk4"), "unknown solver"),
+                            (dict(cfg=2.0, cfg_schedule="cosine"), "cfg schedule"), (dict(steps=0), "steps")]:
+        with pytest.raises(EqgenError, match=message):
+            generate_tokens(model, labels, 2, **kwargs)
+    with pytest.raises(EqgenError, match="prefix must be"):
+        generate_tokens(model, labels, 4, prefix=torch.randn(2, 2, 8))
+    with pytest.raises(EqgenError, match="eval"):
+        generate_tokens(model.train(), labels, 2)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SOLVERS = ("euler", "heun")
+from .errors import EqgenError
+
 CFG_SCHEDULES = ("linear", "constant")
 
 
@@ -91,31 +92,23 @@ class FlowHead(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.conditioned(x, self.time_embed(t) + self.cond_embed(z))
-
-    def conditioned(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The velocity given y = time embedding + condition embedding (a sampler reuses the parts)."""
+        """x [N, C] noisy tokens, t [N] (or [1]) times in [0, 1], z [N, D] conditions -> velocity [N, C]."""
+        y = self.time_embed(t) + self.cond_embed(z)
         h = self.input_proj(x)
         for block in self.res_blocks:
             h = block(h, y)
         return self.final_layer(h, y)
 
 
-def flow_matching_loss(head: FlowHead, x0: torch.Tensor, z: torch.Tensor, draws: int = 1,
-                       weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared velocity error over `draws` noise samples per token (rows tiled block-wise).
-
-    x0 [N, C] clean tokens, z [N, D] their conditions, weight [N] optional per-token weights (0/1 masks the
-    token out of the loss)."""
+def flow_matching_loss(head: FlowHead, x0: torch.Tensor, z: torch.Tensor, draws: int = 1) -> torch.Tensor:
+    """Mean squared velocity error of clean tokens x0 [N, C] given their conditions z [N, D], over `draws`
+    noise samples per token. The rows are tiled block-wise ([x0; x0; ...]) and the noise, then t, come from
+    the global RNG, in the official order."""
     x0, z = x0.repeat(draws, 1), z.repeat(draws, 1)
     noise = torch.randn_like(x0)
-    t = torch.rand(len(x0), 1, device=x0.device) * (1 - 1e-5) + 1e-5
+    t = torch.rand(len(x0), 1, device=x0.device) * (1 - 1e-5) + 1e-5  # never exactly 0
     z_t = t * noise + (1 - t) * x0
-    per_token = F.mse_loss(head(z_t, t.squeeze(1), z), noise - x0, reduction="none").mean(dim=-1)
-    if weight is None:
-        return per_token.mean()
-    weight = weight.repeat(draws).to(per_token.dtype)
-    return (per_token * weight).sum() / weight.sum().clamp_min(1)
+    return F.mse_loss(head(z_t, t.squeeze(1), z), noise - x0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -123,48 +116,62 @@ def flow_matching_loss(head: FlowHead, x0: torch.Tensor, z: torch.Tensor, draws:
 
 
 def cfg_scale(step: int, num_tokens: int, cfg: float, schedule: str = "linear") -> float:
-    """The guidance scale at token `step`: `linear` rises from ~1 to `cfg` along the sequence (official)."""
+    """The guidance scale at token `step` of `num_tokens`: `linear` (official) rises from about 1 at the first
+    token to `cfg` at the last; `constant` is `cfg` everywhere."""
     if schedule == "linear":
         return 1 + (cfg - 1) * (step + 1) / num_tokens
     if schedule == "constant":
         return cfg
-    raise ValueError(f"unknown cfg schedule {schedule!r}; choose one of {', '.join(CFG_SCHEDULES)}")
+    raise EqgenError(f"unknown cfg schedule {schedule!r}; choose one of {', '.join(CFG_SCHEDULES)}")
 
 
-def guided_velocity(head: FlowHead, z: torch.Tensor, scale: float | None) -> Callable:
-    """The velocity field v(x, t) for conditions z [B, D], or with CFG for z = [cond; uncond] [2B, D]:
-    one batched head call per evaluation, v = v_u + s·(v_c − v_u)."""
-    cond = head.cond_embed(z)  # constant along the ODE: embed once
-
-    def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-        if scale is not None:
-            x = torch.cat([x, x])
-        t_embed = head.time_embed(torch.full((1,), t, device=x.device, dtype=x.dtype))
-        v = head.conditioned(x, t_embed + cond)
-        if scale is None:
-            return v
-        v_cond, v_uncond = v.chunk(2)
-        return v_uncond + scale * (v_cond - v_uncond)
-
-    return velocity
+def guided_velocity(head: FlowHead, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor, scale: float) -> torch.Tensor:
+    """v_u + scale·(v_c − v_u) for x [B, C], with z = [cond; uncond] [2B, D] and t [2B] (or [1]): both
+    branches in one head call."""
+    v_cond, v_uncond = head(torch.cat([x, x]), t, z).chunk(2)
+    return v_uncond + scale * (v_cond - v_uncond)
 
 
-def solve(velocity: Callable, noise: torch.Tensor, steps: int, solver: str = "euler") -> torch.Tensor:
-    """Integrate dx/dt = v from t=1 to t=0 in `steps` uniform steps; the model is never called at t=0.
+Velocity = Callable[[torch.Tensor, float], torch.Tensor]
 
-    euler: `steps` evaluations (the paper's, 100 by default). heun: second order, 2·steps − 1 evaluations
-    (the last step is Euler's, since v at t=0 is never evaluated)."""
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    x, dt = noise, 1.0 / steps
+
+def euler(velocity: Velocity, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The paper's solver: `steps` evaluations at t = 1, (steps−1)/steps, …, 1/steps (never at t=0)."""
+    dt = 1.0 / steps
+    for i in range(steps, 0, -1):
+        x = x - dt * velocity(x, i / steps)
+    return x
+
+
+def heun(velocity: Velocity, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """Second order (trapezoid with an Euler predictor): 2·steps − 1 evaluations; the last step is Euler's,
+    so the velocity at t=0 is never needed. Its error falls as 1/steps², Euler's as 1/steps."""
+    dt = 1.0 / steps
     for i in range(steps, 0, -1):
         v = velocity(x, i / steps)
         x_next = x - dt * v
-        if solver == "heun" and i > 1:
+        if i > 1:
             x_next = x - dt * 0.5 * (v + velocity(x_next, (i - 1) / steps))
         x = x_next
     return x
 
 
-def head_evaluations(steps: int, solver: str) -> int:
-    return 2 * steps - 1 if solver == "heun" else steps
+SOLVERS: dict[str, Callable[[Velocity, torch.Tensor, int], torch.Tensor]] = {"euler": euler, "heun": heun}
+
+
+def sample(head: FlowHead, z: torch.Tensor, noise: torch.Tensor, steps: int = 100, solver: str = "euler",
+           cfg: float | None = None) -> torch.Tensor:
+    """Tokens [B, C] by integrating the head's flow from `noise` [B, C] (t=1) to t=0.
+
+    z [B, D] are the conditions; with a guidance scale `cfg`, z = [cond; uncond] [2B, D] and the velocity is
+    guided (`cfg=None`: no unconditional branch at all)."""
+    if solver not in SOLVERS:
+        raise EqgenError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if steps < 1:
+        raise EqgenError(f"steps must be at least 1, got {steps}")
+
+    def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+        t = torch.full((len(z),), t, device=x.device, dtype=x.dtype)
+        return head(x, t, z) if cfg is None else guided_velocity(head, x, t, z, cfg)
+
+    return SOLVERS[solver](velocity, noise, steps)

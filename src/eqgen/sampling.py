@@ -1,225 +1,190 @@
-"""Generating column tokens left to right, with a windowed KV cache.
+"""Generating column tokens one at a time: the windowed KV cache, prefill / decode, and the token loop.
 
-With windowed attention, token i attends only to tokens i−window … i in every layer, so each layer's cache
-holds the keys/values of the last `window` tokens and nothing else: the cost and memory of a step do not grow
-with the position, and an image of any width is generated in time linear in its width. What comes next
-depends only on the last `window × depth + 1` tokens, which is also all a roll-back has to recompute.
+With windowed attention each layer of the next token reads only that layer's keys/values of the last `window`
+tokens, so a cache holding just those makes the cost and memory of every token constant, however wide the
+image grows. The receptive field is still window × depth tokens: a cached key already carries what its own
+window saw below it.
 
-The pieces, gpt-fast style: `prefill` (a prefix of tokens), `decode_one_token`, and the loop in
-`TokenSampler` (start, step, roll back, continue), which `generate_tokens` runs to the end. `recompute=True`
-runs the official algorithm instead (the whole sequence again at every step): same tokens, quadratic time.
+The pieces, gpt-fast style: `prefill` (a prefix of tokens into empty caches), `decode_one_token`, and the
+loop. `TokenSampler` is the loop as an object — start (optionally from a prefix), step one token, roll back to
+column k, continue — which is what interactive editing needs (paper Fig. 6). `generate_tokens` runs it to the
+end. Its `recompute` mode runs the transformer over the whole prefix at every step instead, the official
+algorithm, kept for parity checks and benchmarks.
+
+Randomness: one `randn(B, C)` per token (the ODE's start), drawn on the generator's device in token order and
+nothing else, as the official sampler does — so the same seed gives the official tokens.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from .errors import EqgenError
-from .flow import CFG_SCHEDULES, SOLVERS, cfg_scale, guided_velocity, solve
-from .generator import EquivariantGenerator, history_needed, window_mask
+from .flow import cfg_scale, sample
+from .generator import NULL_LABEL, ClassContext, EquivariantGenerator, receptive_field
+
+MODES = ("cached", "recompute")
 
 
-class LayerCache:
-    """One layer's self-attention keys/values of the last `window` tokens (all tokens if window is None),
-    plus the layer's cross-attention keys/values of the class tokens."""
+class KVCache:
+    """One block's self-attention keys/values [B, heads, S, head_dim] of the last `window` tokens (of every
+    token when window is None), with their positions [S]."""
 
-    def __init__(self, window: int | None, cross_kv: tuple[torch.Tensor, torch.Tensor]):
-        self.window, self.cross_kv = window, cross_kv
-        self.k = self.v = None
+    def __init__(self, window: int | None):
+        self.window = window
+        self.k = self.v = self.positions = None
 
-    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append the new tokens' k/v [B, H, n, hd]; return what the new queries attend to."""
+    def update(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor):
+        """Take in the new tokens' k, v [B, heads, P, head_dim] at `positions` [P]; return what they attend:
+        the cached entries followed by the new ones."""
         if self.k is not None:
             k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
-        keep = k.shape[2] if self.window is None else min(self.window, k.shape[2])
-        self.k, self.v = k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:]
-        return k, v
+            positions = torch.cat([self.positions, positions])
+        if self.window is None:
+            self.k, self.v, self.positions = k, v, positions
+        else:  # only what the next token can see; copies, so a long prefill's storage is not kept alive
+            w = self.window
+            self.k, self.v, self.positions = k[:, :, -w:].clone(), v[:, :, -w:].clone(), positions[-w:].clone()
+        return k, v, positions
 
-    def size(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
+    def nbytes(self) -> int:
+        return 0 if self.k is None else sum(t.untyped_storage().nbytes() for t in (self.k, self.v, self.positions))
 
 
-@dataclass
-class SamplingOptions:
-    cfg: float = 1.0              # classifier-free guidance scale (1 = none)
-    cfg_schedule: str = "linear"  # linear: the scale rises from ~1 to cfg along `cfg_tokens` tokens; constant
-    cfg_tokens: int | None = None # length of the linear ramp (default: the image's length, as officially)
-    steps: int = 100              # ODE steps per token
-    solver: str = "euler"         # euler (the paper's) or heun (second order)
-    temperature: float = 1.0      # scales the starting noise of each token's ODE: < 1 gives calmer, less varied
-                                  # columns, 1 is the model's distribution (the official code ignores it)
+def as_generator(rng: torch.Generator | int | None) -> torch.Generator | None:
+    """A seed becomes a CPU generator (the same draws as torch.manual_seed(seed)); None = the global RNG."""
+    return torch.Generator().manual_seed(rng) if isinstance(rng, int) else rng
 
-    def __post_init__(self):
-        if self.solver not in SOLVERS:
-            raise EqgenError(f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
-        if self.cfg_schedule not in CFG_SCHEDULES:
-            raise EqgenError(f"unknown cfg schedule {self.cfg_schedule!r}; choose one of {', '.join(CFG_SCHEDULES)}")
-        if self.steps < 1:
-            raise EqgenError("steps must be at least 1")
-        if self.temperature <= 0:
-            raise EqgenError("temperature must be positive")
+
+def prefill(model: EquivariantGenerator, tokens: torch.Tensor, context: ClassContext, start: int,
+            caches: list[KVCache] | None) -> torch.Tensor:
+    """Run tokens [B, P, C] at positions start … start+P−1 and return the condition of the token after them,
+    [B, D]. With caches the tokens attend the cached ones and join them; without, they are the whole prefix."""
+    if tokens.shape[1] == 0:
+        return context.first
+    return model.hidden(tokens, context, start, caches)[:, -1]
+
+
+def decode_one_token(model: EquivariantGenerator, token: torch.Tensor, context: ClassContext, position: int,
+                     caches: list[KVCache]) -> torch.Tensor:
+    """The step after a token [B, C] at `position`: the condition of the next one, [B, D]."""
+    return prefill(model, token[:, None], context, position, caches)
 
 
 class TokenSampler:
-    """Stateful left-to-right generation: `step()` adds one token, `rollback(k)` keeps tokens [0, k),
-    `step()` again continues from there. `tokens` [B, n, C] holds what has been generated so far."""
+    """Samples the tokens of B images left to right; `rollback(k)` forgets everything from column k on.
 
-    def __init__(self, model: EquivariantGenerator, labels: torch.Tensor, options: SamplingOptions,
-                 generator: torch.Generator | None = None, prefix: torch.Tensor | None = None,
-                 num_tokens: int | None = None):
-        self.model, self.options = model.eval(), options
-        self.total = num_tokens  # the planned length: the default ramp of the linear cfg schedule
-        self.generator = generator or torch.Generator()
+    cfg ≠ 1 runs the conditional and the unconditional (null class) branch as one batch of 2B, like the
+    official sampler; `temperature` scales the ODE's start noise (1.0 = the official sampler, which ignores
+    its temperature; lower = calmer, less varied tokens). `num_tokens` is the intended length: the linear cfg
+    schedule rises along it (sampling may continue past it).
+    """
+
+    def __init__(self, model: EquivariantGenerator, labels: torch.Tensor, num_tokens: int, *, cfg: float = 1.0,
+                 cfg_schedule: str = "linear", steps: int = 100, solver: str = "euler", temperature: float = 1.0,
+                 generator: torch.Generator | int | None = None, mode: str = "cached"):
+        if mode not in MODES:
+            raise EqgenError(f"unknown sampling mode {mode!r}; choose one of {', '.join(MODES)}")
+        if num_tokens < 1:
+            raise EqgenError(f"num_tokens must be at least 1, got {num_tokens}")
+        if temperature < 0:
+            raise EqgenError(f"temperature must be at least 0, got {temperature}")
+        if model.training:  # dropout would make the tokens random beyond the seed
+            raise EqgenError("the generator is in training mode; call .eval() before sampling")
+        cfg_scale(0, num_tokens, cfg, cfg_schedule)  # reject an unknown schedule now, not at the first step
+        self.model, self.num_tokens, self.mode = model, num_tokens, mode
+        self.cfg, self.cfg_schedule, self.steps, self.solver = cfg, cfg_schedule, steps, solver
+        self.temperature, self.generator = temperature, as_generator(generator)
         self.device = next(model.parameters()).device
         self.batch = len(labels)
-        self.guided = options.cfg != 1.0
+        labels = labels.to(self.device)
+        if self.guided:
+            labels = torch.cat([labels, torch.full_like(labels, NULL_LABEL)])
         with torch.no_grad():
-            class_embedding = model.class_embedding(labels.to(self.device))
-            if self.guided:  # one forward for both: [cond; uncond]
-                class_embedding = torch.cat([class_embedding, model.class_embedding(None, self.batch)])
-            self.class_kv, self.first_condition = model.class_context(class_embedding)
-        self.tokens = torch.zeros(self.batch, 0, model.config.token_dim, device=self.device)
-        self._reset_cache()
-        if prefix is not None:
-            self.extend(prefix.to(self.device))
+            self.context = model.class_context(labels)
+        self.start()
 
     @property
-    def position(self) -> int:
+    def guided(self) -> bool:
+        return self.cfg != 1.0
+
+    @property
+    def length(self) -> int:
         return self.tokens.shape[1]
 
-    def _reset_cache(self) -> None:
-        self.caches = [LayerCache(self.model.config.window, kv) for kv in self.class_kv]
-        self.cached_upto = 0   # tokens [0, cached_upto) have been fed through the transformer
-        self.next_condition = self.first_condition
+    def start(self, prefix: torch.Tensor | None = None) -> None:
+        """Begin a new sequence, continuing `prefix` [B, P, C] when given."""
+        C = self.model.config.token_dim
+        if prefix is None:
+            prefix = torch.zeros(self.batch, 0, C, device=self.device)
+        elif prefix.ndim != 3 or prefix.shape[0] != self.batch or prefix.shape[2] != C:
+            raise EqgenError(f"prefix must be [{self.batch}, length, {C}], got {list(prefix.shape)}")
+        self.tokens = prefix.to(self.device, torch.float32)
+        self.rollback(self.length)
 
-    @torch.no_grad()
-    def extend(self, tokens: torch.Tensor) -> None:
-        """Append known tokens (a prefix to continue from, or accepted edits) without sampling them."""
-        self.tokens = torch.cat([self.tokens, tokens], dim=1)
-        self._catch_up()
-
-    @torch.no_grad()
     def rollback(self, k: int) -> None:
-        """Forget tokens k, k+1, …; the next `step()` regenerates token k."""
-        if not 0 <= k <= self.position:
-            raise EqgenError(f"cannot roll back to token {k}: {self.position} tokens exist")
+        """Keep columns 0 … k−1 and drop the rest; the next step generates column k.
+
+        The cache is rebuilt by a prefill of the kept tokens that can still reach column k: the last
+        window·depth + 1 of them (or all, without a window)."""
+        if not 0 <= k <= self.length:
+            raise EqgenError(f"cannot roll back to column {k}: the sequence has {self.length} tokens")
         self.tokens = self.tokens[:, :k]
-        self._reset_cache()
-        self._catch_up()
+        field = receptive_field(self.model.config.window, self.model.config.depth)
+        self.fed = 0 if field is None or self.mode == "recompute" else max(0, k - field - 1)
+        self.caches = [KVCache(self.model.config.window) for _ in self.model.blocks]
+        self._z = None
 
-    def _catch_up(self) -> None:
-        """Feed the tokens not yet seen by the transformer. Only the last window × depth + 1 of them can
-        influence what comes next, so a long prefix or a roll-back costs a bounded amount of work."""
-        todo = self.tokens[:, self.cached_upto:]
-        if todo.shape[1] == 0:
-            return
-        if self.cached_upto == 0:
-            need = history_needed(self.model.config.window, self.model.config.depth)
-            if need is not None and todo.shape[1] > need:
-                self.cached_upto = self.position - need
-                todo = self.tokens[:, self.cached_upto:]
-            self.next_condition = prefill(self.model, self._both(todo), self.cached_upto, self.caches)
-        else:
-            for i in range(todo.shape[1]):
-                self.next_condition = decode_one_token(self.model, self._both(todo[:, i:i + 1]),
-                                                       self.cached_upto + i, self.caches)
-        self.cached_upto = self.position
-
-    def _both(self, tokens: torch.Tensor) -> torch.Tensor:
-        return torch.cat([tokens, tokens]) if self.guided else tokens
+    @torch.no_grad()
+    def condition(self) -> torch.Tensor:
+        """z [B or 2B, D]: the transformer's condition for the next token (cond rows, then uncond rows)."""
+        if self._z is None:
+            new = self.tokens[:, self.fed:]
+            if self.guided:  # the unconditional branch sees the same tokens
+                new = torch.cat([new, new])
+            if self.mode == "recompute":
+                self._z = prefill(self.model, new, self.context, 0, None)
+            elif new.shape[1] == 1:
+                self._z = decode_one_token(self.model, new[:, 0], self.context, self.fed, self.caches)
+            else:  # after start or a roll-back
+                self._z = prefill(self.model, new, self.context, self.fed, self.caches)
+            if self.mode == "cached":
+                self.fed = self.length
+        return self._z
 
     @torch.no_grad()
     def step(self) -> torch.Tensor:
-        """Sample the next token [B, C] and append it."""
-        o = self.options
-        noise = torch.randn(self.batch, self.model.config.token_dim, generator=self.generator)
-        noise = noise.to(self.device) * o.temperature
-        scale = None
-        if self.guided:
-            ramp = o.cfg_tokens or self.total
-            if o.cfg_schedule == "linear" and not ramp:
-                raise EqgenError("the linear cfg schedule needs the planned length (num_tokens or cfg_tokens)")
-            scale = cfg_scale(self.position, ramp or 1, o.cfg, o.cfg_schedule)
-        token = solve(guided_velocity(self.model.head, self.next_condition, scale), noise, o.steps, o.solver)
+        """Generate the next column; returns it, [B, C]."""
+        z = self.condition()
+        scale = cfg_scale(self.length, self.num_tokens, self.cfg, self.cfg_schedule) if self.guided else None
+        noise = torch.randn(self.batch, self.model.config.token_dim, generator=self.generator,
+                            device=self.generator.device if self.generator is not None else "cpu")
+        noise = noise.to(self.device) * self.temperature
+        token = sample(self.model.head, z, noise, self.steps, self.solver, scale)
         self.tokens = torch.cat([self.tokens, token[:, None]], dim=1)
-        self.next_condition = decode_one_token(self.model, self._both(token[:, None]), self.position - 1, self.caches)
-        self.cached_upto = self.position
+        self._z = None
         return token
 
-    def run(self, num_tokens: int, progress: bool = False) -> torch.Tensor:
-        """Step until `num_tokens` tokens exist; returns tokens [B, num_tokens, C]."""
-        self.total = self.total or num_tokens
-        for _ in tqdm(range(self.position, num_tokens), disable=not progress, desc="tokens", leave=False):
-            self.step()
-        return self.tokens
-
-
-def prefill(model: EquivariantGenerator, tokens: torch.Tensor, start: int, caches: list[LayerCache]) -> torch.Tensor:
-    """Feed tokens [B, n, C] at positions start … start+n−1 into empty caches; returns the condition of
-    token start+n [B, D]."""
-    n = tokens.shape[1]
-    x = model.embed(tokens)
-    cos, sin = model.rope(start, n, tokens.device)
-    mask = window_mask(n, model.config.window, tokens.device)
-    for block, cache in zip(model.blocks, caches):
-        x = block(x, cache.cross_kv, cos, sin, mask, cache)
-    return model.norm(x[:, -1])
-
-
-def decode_one_token(model: EquivariantGenerator, token: torch.Tensor, position: int,
-                     caches: list[LayerCache]) -> torch.Tensor:
-    """Feed one token [B, 1, C] at `position`; returns the condition of the next token [B, D]. The cache
-    holds at most `window` earlier tokens, all visible to the new one, so no mask is needed."""
-    x = model.embed(token)
-    cos, sin = model.rope(position, 1, token.device)
-    for block, cache in zip(model.blocks, caches):
-        x = block(x, cache.cross_kv, cos, sin, None, cache)
-    return model.norm(x[:, -1])
-
-
-def recompute_step(model: EquivariantGenerator, tokens: torch.Tensor, class_embedding: torch.Tensor,
-                   position: int) -> torch.Tensor:
-    """The official algorithm's step: the whole sequence through the transformer, keep one output."""
-    return model.condition(tokens, class_embedding)[:, position]
+    def cache_nbytes(self) -> int:
+        return sum(cache.nbytes() for cache in self.caches)
 
 
 @torch.no_grad()
-def generate_tokens(model: EquivariantGenerator, labels: torch.Tensor, num_tokens: int,
-                    options: SamplingOptions | None = None, generator: torch.Generator | None = None,
-                    prefix: torch.Tensor | None = None, recompute: bool = False,
+def generate_tokens(model: EquivariantGenerator, labels: torch.Tensor, num_tokens: int, *,
+                    prefix: torch.Tensor | None = None, cfg: float = 1.0, cfg_schedule: str = "linear",
+                    steps: int = 100, solver: str = "euler", temperature: float = 1.0,
+                    generator: torch.Generator | int | None = None, mode: str = "cached",
                     progress: bool = False) -> torch.Tensor:
-    """Tokens [B, num_tokens, C] for labels [B], continuing `prefix` [B, n, C] if given.
+    """Tokens [B, num_tokens, C] for labels [B] (NULL_LABEL = unconditional), continuing `prefix` [B, P, C]
+    when given (its tokens are kept; columns P … num_tokens−1 are generated).
 
-    Noise is drawn as one `torch.randn(B, C, generator=generator)` per token on the CPU, in order, so a
-    generator seeded with s reproduces the official sampler run after `torch.manual_seed(s)`."""
-    options = options or SamplingOptions()
-    generator = generator or torch.Generator()
-    if num_tokens < 1:
-        raise EqgenError("num_tokens must be at least 1")
-    if prefix is not None and prefix.shape[1] > num_tokens:
-        raise EqgenError(f"the prefix has {prefix.shape[1]} tokens, more than the {num_tokens} asked for")
-    if not recompute:
-        return TokenSampler(model, labels, options, generator, prefix, num_tokens).run(num_tokens, progress)
-    return _generate_recompute(model, labels, num_tokens, options, generator, prefix, progress)
-
-
-def _generate_recompute(model, labels, num_tokens, options, generator, prefix, progress):
-    device = next(model.parameters()).device
-    model.eval()
-    B, C = len(labels), model.config.token_dim
-    tokens = torch.zeros(B, num_tokens, C, device=device)
-    start = 0 if prefix is None else prefix.shape[1]
-    if prefix is not None:
-        tokens[:, :start] = prefix.to(device)
-    guided = options.cfg != 1.0
-    class_embedding = model.class_embedding(labels.to(device))
-    if guided:
-        class_embedding = torch.cat([class_embedding, model.class_embedding(None, B)])
-    for step in tqdm(range(start, num_tokens), disable=not progress, desc="tokens", leave=False):
-        z = recompute_step(model, torch.cat([tokens, tokens]) if guided else tokens, class_embedding, step)
-        noise = torch.randn(B, C, generator=generator).to(device) * options.temperature
-        scale = cfg_scale(step, options.cfg_tokens or num_tokens, options.cfg, options.cfg_schedule) if guided else None
-        tokens[:, step] = solve(guided_velocity(model.head, z, scale), noise, options.steps, options.solver)
-    return tokens
+    generator: a torch.Generator, a seed, or None for the global RNG (then torch.manual_seed(s) first gives
+    the official sampler's tokens for seed s)."""
+    sampler = TokenSampler(model, labels, num_tokens, cfg=cfg, cfg_schedule=cfg_schedule, steps=steps,
+                           solver=solver, temperature=temperature, generator=generator, mode=mode)
+    sampler.start(prefix)
+    if sampler.length > num_tokens:
+        raise EqgenError(f"the prefix has {sampler.length} tokens, more than num_tokens={num_tokens}")
+    for _ in tqdm(range(sampler.length, num_tokens), disable=not progress, desc="tokens"):
+        sampler.step()
+    return sampler.tokens

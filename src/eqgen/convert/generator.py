@@ -1,18 +1,21 @@
 """Official generator checkpoints (drx-code/EquivariantModeling) -> EquivariantGenerator.
 
-The official checkpoint is a `torch.save` dict with `model` and `model_ema` (evaluation uses `model_ema`)
-and `args`. eqgen keeps the official module names inside the blocks and the flow head, so the mapping is a
-handful of prefix renames.
+The official checkpoint is a `torch.save` dict with `model` and `model_ema` (evaluation uses `model_ema`) and
+`args`, the training script's argparse.Namespace. eqgen keeps the official names inside the blocks and the
+flow head, so the weights map by renaming four prefixes. The sizes are read off the tensor shapes; what the
+shapes cannot tell (heads, window, position shift, noise draws, dropouts) comes from `args` when present,
+else from explicit arguments, else from the official recipe (GeneratorConfig's defaults).
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import EqgenError
-from ..generator import EquivariantGenerator, GeneratorConfig
+from ..generator import EquivariantGenerator, GeneratorConfig, check_config
 from .common import check_fits, read_checkpoint
 
 RENAMES = (  # official prefix -> eqgen prefix
@@ -22,6 +25,40 @@ RENAMES = (  # official prefix -> eqgen prefix
     ("diffloss.net.", "head."),
 )
 HEADS = {"tiny_model": 4, "small_model": 8, "base_model": 12, "large_model": 16, "huge_model": 16}
+
+
+def config_from_args(args: dict[str, Any]) -> dict[str, Any]:
+    """GeneratorConfig fields from the official training arguments (or constructor keywords)."""
+    fields = {}
+    heads = args.get("encoder_num_heads") or HEADS.get(args.get("model"))
+    if heads:
+        fields["heads"] = int(heads)
+    if "cond_length" in args:
+        fields["window"] = int(args["cond_length"]) or None  # the official 0 means full causal attention
+    if "token_num" in args:
+        fields["train_tokens"] = int(args["token_num"])
+    if "shift_num" in args:  # None: the official code then shifts by up to the training length
+        fields["rope_shift"] = int(args["shift_num"] or args.get("token_num") or 16)
+    for official, ours, kind in (("diffusion_batch_mul", "noise_draws", int),
+                                 ("label_drop_prob", "label_dropout", float), ("attn_dropout", "attn_dropout", float),
+                                 ("proj_dropout", "proj_dropout", float), ("mlp_ratio", "mlp_ratio", float)):
+        if official in args:
+            fields[ours] = kind(args[official])
+    return fields
+
+
+def config_from_shapes(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def count(prefix: str) -> int:
+        return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+    try:
+        width, token_dim = state["z_proj.weight"].shape
+        return dict(token_dim=token_dim, width=width, depth=count("blocks."),
+                    mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / width,
+                    num_classes=state["class_emb.weight"].shape[0], num_class_tokens=state["class_pos"].shape[1],
+                    head_width=state["head.input_proj.weight"].shape[0], head_depth=count("head.res_blocks."))
+    except KeyError as err:
+        raise EqgenError(f"not an official generator state dict: no {err.args[0]}") from None
 
 
 def rename_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -35,51 +72,40 @@ def rename_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def config_from_official(kwargs: dict[str, Any]) -> GeneratorConfig:
-    """The official constructor / training arguments -> GeneratorConfig."""
-    heads = kwargs.get("encoder_num_heads") or HEADS.get(kwargs.get("model", ""))
-    width = kwargs.get("encoder_embed_dim")
-    if heads is None or width is None:
-        raise EqgenError("the official arguments name neither the head count nor a known model size")
-    cond_length = int(kwargs.get("cond_length", 0))
-    return GeneratorConfig(
-        token_dim=int(kwargs["vae_embed_dim"]), width=int(width),
-        depth=int(kwargs["encoder_depth"]) + int(kwargs["decoder_depth"]), heads=int(heads),
-        mlp_ratio=float(kwargs.get("mlp_ratio", 4.0)), num_classes=int(kwargs["class_num"]),
-        class_tokens=int(kwargs["buffer_size"]), window=cond_length or None,
-        rope_shift=int(kwargs.get("shift_num") or kwargs.get("token_num", 16)),
-        head_width=int(kwargs["diffloss_w"]), head_depth=int(kwargs["diffloss_d"]),
-        noise_draws=int(kwargs.get("diffusion_batch_mul", 4)), label_dropout=float(kwargs.get("label_drop_prob", 0.1)),
-        attn_dropout=float(kwargs.get("attn_dropout", 0.1)), proj_dropout=float(kwargs.get("proj_dropout", 0.1)),
-        train_tokens=int(kwargs.get("token_num", 16)))
+def convert_generator_state_dict(state: dict[str, torch.Tensor], args: dict[str, Any] | None = None,
+                                 source: str = "the state dict", **overrides: Any
+                                 ) -> tuple[GeneratorConfig, dict[str, torch.Tensor]]:
+    """An official `state_dict` -> (GeneratorConfig, eqgen state dict), checked key by key and shape by shape.
+
+    `args`: the official arguments (a checkpoint's `args`, or the constructor keywords); `overrides`:
+    GeneratorConfig fields, which win over both."""
+    state = rename_official(state)
+    fields = {**config_from_shapes(state), **config_from_args(args or {}), **overrides}
+    if "heads" not in fields:
+        raise EqgenError(f"{source} does not say how many attention heads it has: pass heads=N")
+    unknown = set(fields) - {f.name for f in dataclasses.fields(GeneratorConfig)}
+    if unknown:
+        raise EqgenError(f"GeneratorConfig has no field(s) {', '.join(sorted(unknown))}")
+    config = GeneratorConfig(**fields)
+    check_config(config)
+    with torch.device("meta"):  # the expected keys and shapes, without allocating the weights
+        expected = EquivariantGenerator(config)
+    check_fits(expected, state, source)
+    return config, state
 
 
-def _args_from_state(state: dict[str, torch.Tensor], ckpt: dict[str, Any]) -> dict[str, Any]:
-    """The official arguments: from the checkpoint's `args`, else read off the tensor shapes."""
-    args = dict(vars(ckpt["args"])) if "args" in ckpt and hasattr(ckpt["args"], "__dict__") else {}
-    depth = len({k.split(".")[1] for k in state if k.startswith("encoder_blocks.")})
-    shapes = {
-        "encoder_embed_dim": state["class_emb.weight"].shape[1], "class_num": state["class_emb.weight"].shape[0],
-        "vae_embed_dim": state["z_proj.weight"].shape[1], "buffer_size": state["encoder_pos_embed_learned"].shape[1],
-        "diffloss_w": state["diffloss.net.input_proj.weight"].shape[0],
-        "diffloss_d": len({k.split(".")[3] for k in state if k.startswith("diffloss.net.res_blocks.")}),
-        "encoder_depth": depth, "decoder_depth": 0,
-    }
-    return {**args, **shapes}
-
-
-def convert_generator(path: str | Path, **overrides: Any) -> EquivariantGenerator:
-    """Load an official checkpoint (its EMA weights) or an official-layout state dict into eqgen.
-
-    `overrides` give official arguments the file lacks (e.g. `encoder_num_heads=4`, `cond_length=3`)."""
+def load_official_generator(path: str | Path, **overrides: Any) -> EquivariantGenerator:
+    """An official checkpoint (its EMA weights), or a safetensors file of an official state dict, as an
+    EquivariantGenerator in eval mode. `overrides`: GeneratorConfig fields (e.g. heads=16, window=3)."""
     ckpt = read_checkpoint(path)
-    state = ckpt.get("model_ema", ckpt.get("model", ckpt)) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or "class_emb.weight" not in state:
-        raise EqgenError(f"{path} holds no official generator weights (no model_ema/model with class_emb.weight)")
-    args = {**_args_from_state(state, ckpt), **overrides}
-    args.setdefault("cond_length", 3)
-    model = EquivariantGenerator(config_from_official(args))
-    renamed = rename_official(state)
-    check_fits(model, renamed, str(path))
-    model.load_state_dict(renamed)
+    state, args = ckpt, None
+    if isinstance(ckpt, dict) and ("model_ema" in ckpt or "model" in ckpt):
+        state = ckpt.get("model_ema", ckpt.get("model"))
+        args = ckpt.get("args")
+        args = vars(args) if args is not None and not isinstance(args, dict) else args
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise EqgenError(f"{path} holds no generator weights (expected model_ema, model or a plain state dict)")
+    config, state = convert_generator_state_dict(state, args, source=str(path), **overrides)
+    model = EquivariantGenerator(config)
+    model.load_state_dict(state)
     return model.eval()
