@@ -1,0 +1,79 @@
+"""`eqgen train generator`: token cache, crops, a loss that falls, exact resume, the pipeline directory."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from eqgen import Pipeline
+from eqgen.configs import from_preset
+from eqgen.data.sources import ImageSource
+from eqgen.errors import EqgenError
+from eqgen.generator_training import GeneratorTrainConfig, train_generator
+from eqgen.token_cache import TokenCache, build_token_cache
+from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
+from eqgen.tokenizer_training import measure_latent_scale
+from eqgen.training import RunConfig
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tok")
+    tokenizer = ColumnTokenizer(from_preset(TokenizerConfig, TOKENIZER_PRESETS, "tiny"))
+    images = ImageSource("landscapes", 16, 64).held_out(16)
+    tokenizer.config.latent_scale = measure_latent_scale(tokenizer, images)  # unit-variance tokens, as after training
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_token_cache_holds_images_and_their_mirrors(tokenizer_dir, tmp_path):
+    tokenizer = ColumnTokenizer.from_pretrained(tokenizer_dir)
+    source = ImageSource("landscapes", 16, 64, seed=1)
+    cache = build_token_cache(tokenizer, source, tmp_path / "c", num_images=10, batch_size=4, shard_size=8)
+    assert len(cache) == 20 and cache.length == 16 and cache.token_dim == 4
+    assert len(list((tmp_path / "c").glob("tokens_*.npy"))) > 1  # several shards, read as one
+    tokens, labels = cache.rows(np.array([0, 19]), np.array([2, 5]), length=8)
+    assert tokens.shape == (2, 8, 4) and tokens.dtype == torch.float32
+    images, y = next(source.batches(4))
+    with torch.no_grad():
+        expected = tokenizer.encode(images[:1])
+    torch.testing.assert_close(cache.rows(np.array([0]))[0], expected.half().float())
+    assert labels[0] == y[0]
+    again = build_token_cache(tokenizer, source, tmp_path / "c", num_images=10, batch_size=4)  # reused
+    assert len(again) == 20
+    with pytest.raises(EqgenError, match="other data"):
+        build_token_cache(tokenizer, ImageSource("landscapes", 16, 64, seed=2), tmp_path / "c", num_images=10)
+    assert TokenCache(tmp_path / "c").part(1, 2) == range(10, 20)
+
+
+def _train(tokenizer_dir, out, steps, **kwargs):
+    run = RunConfig(steps=steps, batch_size=8, save_every=10, log_every=5, ema_decay=0.9)
+    train = GeneratorTrainConfig(lr=5e-3 * 256 / 8, warmup_steps=5, seq_len=8)
+    return train_generator(tokenizer_dir, "landscapes", out, run, train, preset="tiny", cache_images=24,
+                           cache_width=64, cache_dir=out.parent / "cache", **kwargs)
+
+
+def test_training_lowers_the_loss_and_resumes_exactly(tokenizer_dir, tmp_path):
+    _train(tokenizer_dir, tmp_path / "a", 80)
+    losses = [json.loads(l)["loss"] for l in (tmp_path / "a/metrics.jsonl").read_text().splitlines() if "loss" in l]
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:2])
+    # Interrupted at step 20 (a run asked for 20 steps), then resumed to 30 == 30 steps straight.
+    _train(tokenizer_dir, tmp_path / "b", 20)
+    _train(tokenizer_dir, tmp_path / "b", 30, resume=True)
+    _train(tokenizer_dir, tmp_path / "c", 30)
+    b = torch.load(tmp_path / "b/training_state.pt", weights_only=True)["modules"]["model"]
+    c = torch.load(tmp_path / "c/training_state.pt", weights_only=True)["modules"]["model"]
+    assert all(torch.equal(b[k], c[k]) for k in c)
+    # The run directory is a pipeline.
+    pipe = Pipeline.from_pretrained(tmp_path / "a")
+    assert pipe.generate("alpine", 4, steps=2).shape == (1, 3, 16, 4 * pipe.token_width)
+
+
+def test_bad_options(tokenizer_dir, tmp_path):
+    with pytest.raises(EqgenError, match="--train-positions"):
+        train = GeneratorTrainConfig(seq_len=8, train_positions=[9])
+        train_generator(tokenizer_dir, "landscapes", tmp_path / "x", RunConfig(steps=1, batch_size=2), train,
+                        preset="tiny", cache_images=4, cache_width=64, cache_dir=tmp_path / "cache")
+    with pytest.raises(EqgenError, match="unknown --crops"):
+        GeneratorTrainConfig(crops="middle")
