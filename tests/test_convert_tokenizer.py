@@ -1,13 +1,16 @@
 """Parity with the official tokenizer: every recorded output of ../shared/fixtures/official, via the converter."""
+import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from eqgen.convert.tokenizer import convert_tokenizer
+from eqgen.configs import from_preset
+from eqgen.convert.tokenizer import config_from_official, load_official_tokenizer, official_name, read_official_config
 from eqgen.errors import EqgenError
-from eqgen.tokenizer import conv1d_tokens
+from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig, conv_tokens
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/official"
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="official fixtures (../shared/fixtures/official) absent")
@@ -16,7 +19,7 @@ WEIGHTS, CONFIG = FIXTURES / "tokenizer_tiny_state_dict_ema_only.safetensors", F
 
 @pytest.fixture(scope="module")
 def model():
-    return convert_tokenizer(WEIGHTS, CONFIG)
+    return load_official_tokenizer(WEIGHTS, CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -31,63 +34,107 @@ def close(a, b):
 @torch.no_grad()
 @pytest.mark.parametrize("name", ["sq", "wide"])
 def test_encode_decode(model, io, name):
-    x = io[f"{name}.x"]
+    x, mean = io[f"{name}.x"], io[f"{name}.posterior_mean"]
     close(model.encoder(x), io[f"{name}.encoder_out"])
-    mean = model.encode(x)
-    close(mean, io[f"{name}.posterior_mean"])
-    close(conv1d_tokens(model.post_quant_layer, mean), io[f"{name}.post_quant_out"])
-    image, features = model.decode(io[f"{name}.posterior_mean"], return_features=True)
-    close(features, io[f"{name}.semantic_map"])
+    close(model.encode(x), mean)
+    columns = conv_tokens(model.post_quant_layer, mean)
+    close(columns, io[f"{name}.post_quant_out"])
+    close(model.decoder(columns)[1], io[f"{name}.semantic_map"])
+    image, semantic = model.decode(mean, return_semantic=True)
     close(image, io[f"{name}.decode_image"])
-    close(model.semantic_decoder(features), io[f"{name}.decode_semantic"])
-    close(mean * model.config.latent_scale, io[f"{name}.generator_latent_mean"])
+    close(semantic, io[f"{name}.decode_semantic"])
+    close(model.encode(x) * model.config.latent_scale, io[f"{name}.generator_latent_mean"])
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("name", ["sq", "wide"])
 def test_noise_posterior_sample(model, io, name):
+    mean = io[f"{name}.posterior_mean"]
     torch.manual_seed(4321)
-    close(model.sample(io[f"{name}.posterior_mean"]), io[f"{name}.sample_seed4321"])
-    # The same draws from an explicit generator.
-    sample = model.sample(io[f"{name}.posterior_mean"], torch.Generator().manual_seed(4321))
-    close(sample, io[f"{name}.sample_seed4321"])
+    close(model.sample(mean), io[f"{name}.sample_seed4321"])
+    torch.manual_seed(4321)  # the two draws, replayed: the per-image strength, then ε
+    close((torch.randn(len(mean)) * 2.5 / 0.8).clamp(-2.5, 2.5), io[f"{name}.sample_seed4321_per_image_std"])
+    close(torch.randn(mean.shape), io[f"{name}.sample_seed4321_eps"])
 
 
 @torch.no_grad()
-def test_any_width_and_group_norm(model, io):
-    image, features = model.decode(io["rand5.z"], return_features=True)
+def test_random_tokens_and_groupnorm_probe(model, io):
+    image, semantic = model.decode(io["rand5.z"], return_semantic=True)
     close(image, io["rand5.decode_image"])
-    close(model.semantic_decoder(features), io["rand5.decode_semantic"])
+    close(semantic, io["rand5.decode_semantic"])
     close(model.encoder.down[2].block[0].norm1(io["gn_probe.x"]), io["gn_probe.encoder_down2_block0_norm1"])
 
 
-def test_reads_the_ema_weights_not_the_raw_ones(tmp_path):
-    """A checkpoint holding raw weights beside the EMA ones gives the EMA model's outputs."""
-    state = load_file(WEIGHTS)
-    raw = {k.replace("ema_", "", 1).replace("up3block", "up.3.block"): torch.randn(3) for k in list(state)[:20]}
-    save_file({**state, **raw, "loss.logvar": torch.zeros(())}, tmp_path / "with_raw.safetensors")
-    a = convert_tokenizer(tmp_path / "with_raw.safetensors", CONFIG)
-    b = convert_tokenizer(WEIGHTS, CONFIG)
-    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+def test_official_tiny_preset_is_the_fixture(model):
+    assert model.config == from_preset(TokenizerConfig, TOKENIZER_PRESETS, "official_tiny", latent_scale=0.05493)
 
 
-def test_refuses_a_file_that_does_not_fit(tmp_path):
+@torch.no_grad()
+def test_reads_the_ema_copy_not_the_raw_weights(model, io, tmp_path):
+    """Decoy raw tensors (every raw key of the official model, random values) and loss.* entries change nothing."""
     state = load_file(WEIGHTS)
-    state.pop("ema_decoder.conv_outweight")
-    state["ema_encoder.conv_inweight"] = torch.zeros(1, 1)
+    g = torch.Generator().manual_seed(0)
+    for entry in json.loads(CONFIG.read_text())["state_dict_keys_including_raw"]:
+        if not entry["key"].startswith("ema_"):
+            state[entry["key"]] = torch.randn(entry["shape"], generator=g)
+    state["loss.discriminator.main.0.weight"] = torch.randn(4, 3, 4, 4, generator=g)
+    save_file(state, tmp_path / "decoys.safetensors")
+    again = load_official_tokenizer(tmp_path / "decoys.safetensors", CONFIG)
+    torch.testing.assert_close(again.decode(io["sq.posterior_mean"]), model.decode(io["sq.posterior_mean"]), rtol=0, atol=0)
+
+
+def test_raw_weights_alone_are_used_when_there_is_no_ema_copy(model, io, tmp_path):
+    state = {official_name(k, ema=False): v for k, v in model.state_dict().items()}
+    save_file(state, tmp_path / "raw.safetensors")
+    again = load_official_tokenizer(tmp_path / "raw.safetensors", CONFIG)
+    with torch.no_grad():
+        close(again.decode(io["sq.posterior_mean"]), io["sq.decode_image"])
+
+
+def test_lightning_checkpoint_and_pickle_opt_in(tmp_path, io):
+    state = load_file(WEIGHTS)
+    torch.save({"state_dict": state, "global_step": 1000}, tmp_path / "plain.ckpt")
+    with torch.no_grad():
+        close(load_official_tokenizer(tmp_path / "plain.ckpt", CONFIG).decode(io["sq.posterior_mean"]), io["sq.decode_image"])
+    # A checkpoint that pickles an arbitrary object is refused unless the user opts in.
+    torch.save({"state_dict": state, "hparams": Unlisted()}, tmp_path / "pickled.ckpt")
+    with pytest.raises(EqgenError, match="trust_pickle=True"):
+        load_official_tokenizer(tmp_path / "pickled.ckpt", CONFIG)
+    load_official_tokenizer(tmp_path / "pickled.ckpt", CONFIG, trust_pickle=True)
+
+
+class Unlisted:
+    pass
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.pop("ema_decoder.conv_outweight"), r"missing: decoder\.conv_out\.weight"),
+    (lambda s: s.update({"ema_decoder.conv_outweight": torch.zeros(3, 64, 1, 1)}), r"wrong shape: decoder\.conv_out\.weight"),
+    (lambda s: s.update({"ema_decoder.extraweight": torch.zeros(1)}), r"unexpected: ema_decoder\.extraweight"),
+])
+def test_a_file_that_does_not_fit_is_refused_by_name(tmp_path, edit, message):
+    state = load_file(WEIGHTS)
+    edit(state)
     save_file(state, tmp_path / "bad.safetensors")
-    with pytest.raises(EqgenError, match=r"missing: decoder.conv_out.weight.*wrong shape: encoder.conv_in.weight"):
-        convert_tokenizer(tmp_path / "bad.safetensors", CONFIG)
-    with pytest.raises(EqgenError, match="no official tokenizer EMA weights"):
-        save_file({"x": torch.zeros(1)}, tmp_path / "other.safetensors")
-        convert_tokenizer(tmp_path / "other.safetensors", CONFIG)
+    with pytest.raises(EqgenError, match=message):
+        load_official_tokenizer(tmp_path / "bad.safetensors", CONFIG)
 
 
-OFFICIAL_YAML = """
+def test_not_a_tokenizer_checkpoint(tmp_path):
+    save_file({"class_emb.weight": torch.zeros(2, 2)}, tmp_path / "gen.safetensors")
+    with pytest.raises(EqgenError, match="no official tokenizer weights"):
+        load_official_tokenizer(tmp_path / "gen.safetensors", CONFIG)
+    with pytest.raises(EqgenError, match="not found"):
+        load_official_tokenizer(tmp_path / "missing.ckpt", CONFIG)
+
+
+RELEASED_YAML = """
 model:
+  base_learning_rate: 1.92e-4
   target: tokenizer.models.tokenizer.EquivariantTokenizer
   params:
     embed_dim: 256
+    use_ema: true
     post_channels: 4096
     std: 2.5
     ddconfig: {double_enc: false, z_channels: 256, resolution: 256, in_channels: 3, out_ch: 3, ch: 128,
@@ -98,23 +145,31 @@ model:
 """
 
 
-def test_released_config_has_the_official_keys_and_shapes(tmp_path):
-    """The paper preset, built from the official YAML, matches every EMA entry of the released tokenizer."""
-    import json
-
-    from eqgen.configs import from_preset
-    from eqgen.convert.tokenizer import config_from_official, ema_name, read_official_config
-    from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
-
-    (tmp_path / "tokenizer_config.yaml").write_text(OFFICIAL_YAML)
+def test_the_released_config_is_the_paper_preset(tmp_path):
+    (tmp_path / "tokenizer_config.yaml").write_text(RELEASED_YAML)
     config = config_from_official(read_official_config(tmp_path / "tokenizer_config.yaml"))
     assert config == from_preset(TokenizerConfig, TOKENIZER_PRESETS, "paper")
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_the_paper_preset_has_every_released_tensor(ema):
+    """Every tensor of the released tokenizer (keys_tokenizer_second_stage.json), mapped by name and shape,
+    except the semantic decoder's extra block per level that the official code builds and never runs."""
+    unused = re.compile(r"semantic_decoder\.down\.?\d\.?block\.?2")  # 2 = num_res_blocks
+    released = {e["key"]: e["shape"] for e in json.loads((FIXTURES / "keys_tokenizer_second_stage.json").read_text())["keys"]
+                if e["key"].startswith("ema_") == ema and not e["key"].endswith((".decay", ".num_updates"))
+                and not unused.search(e["key"])}
     with torch.device("meta"):
-        model = ColumnTokenizer(config)
-    official = {k["key"]: k["shape"] for k in json.loads((FIXTURES / "keys_tokenizer_second_stage.json").read_text())["keys"]}
-    for key, value in model.state_dict().items():
-        assert official[ema_name(key)] == list(value.shape), key
-    # The only official EMA weights eqgen does not build: the semantic decoder's never-run last blocks.
-    ours = {ema_name(k) for k in model.state_dict()}
-    left = {k for k in official if k.startswith("ema_") and k not in ours and not k.endswith(("decay", "num_updates"))}
-    assert left and all(k.startswith(("ema_semantic_decoder.down0block2", "ema_semantic_decoder.down1block2")) for k in left)
+        model = ColumnTokenizer(from_preset(TokenizerConfig, TOKENIZER_PRESETS, "paper"))
+    ours = {official_name(k, ema): list(v.shape) for k, v in model.state_dict().items()}
+    assert ours == released
+
+
+def test_official_configs_eqgen_does_not_build_are_refused():
+    params = read_official_config(CONFIG)
+    with pytest.raises(EqgenError, match="double_enc"):
+        config_from_official({**params, "ddconfig": {**params["ddconfig"], "double_enc": True}})
+    with pytest.raises(EqgenError, match="post_channels 63"):
+        config_from_official({**params, "post_channels": 63})
+    with pytest.raises(EqgenError, match="lacks 'sematicconfig'"):
+        config_from_official({k: v for k, v in params.items() if k != "sematicconfig"})

@@ -4,23 +4,9 @@ import pytest
 import torch
 
 from eqgen import Pipeline
-from eqgen.configs import from_preset
 from eqgen.errors import EqgenError
-from eqgen.generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
-from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
 
 CLASSES = ["a", "b", "c", "d"]
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    torch.manual_seed(0)
-    tokenizer = ColumnTokenizer(from_preset(TokenizerConfig, TOKENIZER_PRESETS, "tiny", latent_scale=0.5))
-    generator = EquivariantGenerator(from_preset(GeneratorConfig, GENERATOR_PRESETS, "tiny", token_dim=4))
-    with torch.no_grad():  # the flow head starts at zero output: give it something to say
-        for p in generator.head.parameters():
-            p += 0.05 * torch.randn_like(p)
-    return Pipeline(tokenizer, generator, CLASSES)
 
 
 def test_generate_shapes_and_seeds(pipe):

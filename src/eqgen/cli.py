@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_sample(commands)
     _add_panorama(commands)
+    _add_app(commands)
     return parser
 
 
@@ -265,6 +266,32 @@ def _panorama(args: argparse.Namespace) -> None:
     left = load_image(args.left, pipe.height) if args.left else None
     pixels = pipe.panorama(args.cls, args.width, left=left, tile=args.tile, overlap=args.overlap, **_options(args))
     print(save_png(pixels, args.output))
+
+
+def _add_app(commands) -> None:
+    p = commands.add_parser("app", help="the interactive web page: grow an image column by column")
+    p.add_argument("--model", default="builtin", help="a pipeline directory (default: the built-in model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
+    p.add_argument("--max-width", type=int, default=4096, help="the widest image a request may ask for (px)")
+    p.add_argument("--steps", type=int, default=30, help="ODE steps per column (default: 30)")
+    p.set_defaults(run=_app)
+
+
+def _app(args: argparse.Namespace) -> None:
+    from .app import serve
+    from .pipeline import Pipeline
+
+    server = serve(Pipeline.from_pretrained(args.model), args.host, args.port, max_width=args.max_width,
+                   steps=args.steps)
+    host, port = server.server_address[:2]
+    print(f"eqgen app on http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def main(argv: list[str] | None = None) -> int:

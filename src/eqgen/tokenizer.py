@@ -1,11 +1,13 @@
 """ColumnTokenizer: the equivariant 1-D autoencoder (paper §3.1, appendix B.2).
 
 A convolutional encoder (latent-diffusion style, reflect padding everywhere) turns an image [B,3,H,W] into a
-latent [B,C,H/f,W/f]; `columnize` folds the latent rows into channels, so that one token is one vertical
-strip of the image: [B, W/f, C·H/f]. A Conv1d along the token axis projects each column to D token channels.
+latent [B,C,H/2^(L-1),W/f]; `columnize` folds the latent rows into channels, so that one token is one vertical
+strip of f pixels: [B, W/f, C·rows]. A Conv1d along the token axis projects each column to D token channels.
 The decoder mirrors it (`rasterize` unfolds the rows again) and, being convolutional along the width, decodes
 any number of tokens into an image of any width. The official tokenizer regularises the tokens with a
-fixed-std noise posterior: the generator trains on mean + s·ε with a random per-image s.
+fixed-std noise posterior: the decoder (and later the generator) sees mean + s·ε with a random per-image s.
+
+Module and parameter names follow the official checkpoint, so `eqgen.convert.tokenizer` is a key rename.
 """
 from __future__ import annotations
 
@@ -19,50 +21,6 @@ from torch import nn
 from .checkpoint import load_model_dir, save_model_dir
 from .configs import from_dict, to_dict
 from .errors import EqgenError
-
-
-@dataclass
-class TokenizerConfig:
-    height: int = 256                   # image height (the official `resolution`); the width is free
-    in_channels: int = 3
-    ch: int = 128
-    ch_mult: tuple[int, ...] = (1, 1, 2, 4, 4)   # one level per entry; f = 2^(levels−1)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (16,)    # latent heights at which a self-attention block follows
-    z_channels: int = 256
-    embed_dim: int = 256                # D: channels of one column token
-    norm_groups: int = 32
-    dropout: float = 0.0
-    posterior: str = "noise"            # "noise": the official fixed-std rule; "kl": a diagonal Gaussian
-    noise_std: float = 2.5
-    semantic_ch: int = 64               # the semantic decoder (REPA-style alignment); 0 = none
-    semantic_ch_mult: tuple[int, ...] = (8, 12)
-    semantic_out: int = 768
-    latent_scale: float = 1.0           # tokens × latent_scale ≈ unit variance for the generator
-
-    @property
-    def downsample(self) -> int:
-        return 2 ** (len(self.ch_mult) - 1)
-
-    @property
-    def latent_height(self) -> int:
-        return self.height // self.downsample
-
-    @property
-    def column_channels(self) -> int:
-        """Channels of a column before the token projection: z_channels × latent height."""
-        return self.z_channels * self.latent_height
-
-
-TOKENIZER_PRESETS: dict[str, dict] = {
-    # The released 256² tokenizer: 16 tokens of 256 channels (latent scale 0.05493).
-    "paper": dict(latent_scale=0.05493),
-    # Sized for the built-in landscapes on a CPU: 64 px tall, 8 px per token, 16 channels per token.
-    "demo": dict(height=64, ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, attn_resolutions=(), z_channels=8,
-                 embed_dim=16, norm_groups=16, semantic_ch=0),
-    "tiny": dict(height=16, ch=8, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(4,), z_channels=4,
-                 embed_dim=4, norm_groups=4, semantic_ch=8, semantic_ch_mult=(2, 2), semantic_out=8),
-}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -81,13 +39,89 @@ def rasterize(tokens: torch.Tensor, height: int) -> torch.Tensor:
     return tokens.reshape(B, W, CH // height, height).permute(0, 2, 3, 1)
 
 
-def conv1d_tokens(conv: nn.Conv1d, tokens: torch.Tensor) -> torch.Tensor:
-    """A Conv1d along the token axis of [B, N, C]."""
+def conv_tokens(conv: nn.Conv1d, tokens: torch.Tensor) -> torch.Tensor:
+    """A Conv1d along the token axis of [B, N, C]: each token also sees its two neighbours."""
     return conv(tokens.transpose(1, 2)).transpose(1, 2)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Building blocks (reflect padding: fewer edge artefacts, more uniform columns)
+# Configuration
+
+
+@dataclass
+class TokenizerConfig:
+    height: int = 256                   # image height (the official `resolution`); the width is free
+    in_channels: int = 3
+    out_channels: int = 3
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 4, 4)   # one level per entry; L levels halve the height L-1 times
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)    # feature heights at which self-attention follows each block
+    z_channels: int = 256
+    embed_dim: int = 256                # D: channels of one column token
+    len_down_scale: int = 4             # the first this-many downsamples also halve the width: f = 2^this
+    norm_groups: int = 32
+    dropout: float = 0.0
+    posterior: str = "noise"            # "noise": the official fixed-std rule; "kl": a diagonal Gaussian
+    noise_std: float = 2.5
+    semantic_widths: tuple[int, ...] = (768, 768)  # semantic decoder levels (REPA-style alignment); () = none
+    semantic_res_blocks: int = 2
+    semantic_dim: int = 768             # channels of the frozen vision encoder the semantic output aligns to
+    latent_scale: float = 1.0           # tokens × latent_scale ≈ unit variance for the generator
+
+    def __post_init__(self):
+        for name in ("ch_mult", "attn_resolutions", "semantic_widths"):
+            setattr(self, name, tuple(getattr(self, name)))
+        if self.posterior not in ("noise", "kl"):
+            raise EqgenError(f"unknown posterior {self.posterior!r}; choose noise or kl")
+        if not 0 <= self.len_down_scale < len(self.ch_mult):
+            raise EqgenError(f"len_down_scale {self.len_down_scale} must lie in 0..{len(self.ch_mult) - 1} "
+                             f"(there are {len(self.ch_mult) - 1} downsamples)")
+        rows = 2 ** (len(self.ch_mult) - 1)
+        if self.height % rows or self.height // rows < 2:
+            raise EqgenError(f"height {self.height} must be a multiple of {rows} with at least 2 latent rows")
+        if any(self.ch * m % 4 for m in self.ch_mult):
+            raise EqgenError(f"ch × ch_mult must be multiples of 4 (the pixel-shuffle resamplers), got "
+                             f"{[self.ch * m for m in self.ch_mult]}")
+        normed = {self.ch * m for m in self.ch_mult} | set(self.semantic_widths)
+        if any(c % self.norm_groups for c in normed):
+            raise EqgenError(f"norm_groups {self.norm_groups} must divide every channel count {sorted(normed)}")
+
+    @property
+    def token_width(self) -> int:
+        """Pixels per token, f."""
+        return 2 ** self.len_down_scale
+
+    @property
+    def latent_height(self) -> int:
+        return self.height // 2 ** (len(self.ch_mult) - 1)
+
+    @property
+    def column_channels(self) -> int:
+        """Channels of one latent column before the token projection: z_channels × latent rows."""
+        return self.z_channels * self.latent_height
+
+
+TOKENIZER_PRESETS: dict[str, dict] = {
+    # The released 256² tokenizer (configs/second_stage/tokenizer_config.yaml): 16 tokens of 256 channels.
+    "paper": dict(latent_scale=0.05493),
+    # Exactly the official test fixture (shared/fixtures/official/tokenizer_tiny_config.json).
+    "official_tiny": dict(height=32, ch=32, ch_mult=(2, 1, 1), num_res_blocks=1, attn_resolutions=(8,), z_channels=8,
+                          embed_dim=8, len_down_scale=2, semantic_widths=(32, 32), semantic_res_blocks=1,
+                          semantic_dim=32),
+    # Built-in landscapes on a CPU: 64 px tall, 8 px per token, 8 latent rows × 8 channels -> 16 channels.
+    "demo": dict(height=64, ch=32, ch_mult=(1, 2, 4, 4), num_res_blocks=1, attn_resolutions=(), z_channels=8,
+                 embed_dim=16, len_down_scale=3, norm_groups=16, semantic_widths=()),
+    # Unit tests.
+    "tiny": dict(height=16, ch=8, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(4,), z_channels=4,
+                 embed_dim=4, len_down_scale=2, norm_groups=4, semantic_widths=(8,), semantic_res_blocks=1,
+                 semantic_dim=8),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building blocks. Reflect padding everywhere: zero padding would tell the first and last columns that they
+# are at an edge, and columns should be alike wherever they sit.
 
 
 def conv3x3(cin: int, cout: int) -> nn.Conv2d:
@@ -98,29 +132,30 @@ def token_conv(cin: int, cout: int) -> nn.Conv1d:
     return nn.Conv1d(cin, cout, 3, padding=1, padding_mode="reflect")
 
 
+def norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(groups, channels, eps=1e-6)
+
+
 class ResnetBlock(nn.Module):
     def __init__(self, cin: int, cout: int, groups: int, dropout: float):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, cin, eps=1e-6)
-        self.conv1 = conv3x3(cin, cout)
-        self.norm2 = nn.GroupNorm(groups, cout, eps=1e-6)
+        self.norm1, self.conv1 = norm(cin, groups), conv3x3(cin, cout)
+        self.norm2, self.conv2 = norm(cout, groups), conv3x3(cout, cout)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv3x3(cout, cout)
-        if cin != cout:
-            self.nin_shortcut = nn.Conv2d(cin, cout, 1)
+        self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x):
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
+        return self.nin_shortcut(x) + h
 
 
 class AttnBlock(nn.Module):
-    """Single-head self-attention over all positions of a feature map."""
+    """Single-head self-attention over all positions of a feature map (1×1 conv projections)."""
 
     def __init__(self, channels: int, groups: int):
         super().__init__()
-        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.norm = norm(channels, groups)
         self.q, self.k, self.v, self.proj_out = (nn.Conv2d(channels, channels, 1) for _ in range(4))
 
     def forward(self, x):
@@ -131,51 +166,61 @@ class AttnBlock(nn.Module):
         return x + self.proj_out(y.transpose(1, 2).reshape(B, C, H, W))
 
 
-class ShuffleConv(nn.Module):
-    """A 3×3 conv wrapped so that checkpoint keys read `…sample.conv.conv.weight` as in the official code."""
+def pixel_unshuffle(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C·fh·fw, H/fh, W/fw], channel c·fh·fw + dy·fw + dx (F.pixel_unshuffle's order)."""
+    B, C, H, W = x.shape
+    x = x.reshape(B, C, H // fh, fh, W // fw, fw).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(B, C * fh * fw, H // fh, W // fw)
 
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv = conv3x3(cin, cout)
 
-    def forward(self, x):
-        return self.conv(x)
+def pixel_shuffle(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+    """The inverse of `pixel_unshuffle`."""
+    B, C, H, W = x.shape
+    x = x.reshape(B, C // (fh * fw), fh, fw, H, W).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(B, C // (fh * fw), H * fh, W * fw)
 
 
 class Downsample(nn.Module):
-    """×½: pixel-unshuffle of a conv (C → C/4 → C) plus a 2×2 average pool of the input (the residual)."""
+    """Residual down-sampling by (2, 2), or (2, 1) to halve the height only: a conv to C/k channels,
+    pixel-unshuffled back to C, plus the average of each k-pixel cell of the input (k = 4 or 2)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, halve_width: bool):
         super().__init__()
-        self.conv = ShuffleConv(channels, channels // 4)
+        self.factor = (2, 2) if halve_width else (2, 1)
+        self.conv = conv3x3(channels, channels // (self.factor[0] * self.factor[1]))
 
     def forward(self, x):
-        return F.pixel_unshuffle(self.conv(x), 2) + F.avg_pool2d(x, 2)
+        return pixel_unshuffle(self.conv(x), *self.factor) + F.avg_pool2d(x, self.factor)
 
 
 class Upsample(nn.Module):
-    """×2: pixel-shuffle of a conv (C → 4C → C) plus a nearest-neighbour upsample of the input."""
+    """Residual up-sampling, the mirror of `Downsample`: a conv to k·C channels, pixel-shuffled, plus the
+    nearest-neighbour upsampled input."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, double_width: bool):
         super().__init__()
-        self.conv = ShuffleConv(channels, channels * 4)
+        self.factor = (2, 2) if double_width else (2, 1)
+        self.conv = conv3x3(channels, channels * self.factor[0] * self.factor[1])
 
     def forward(self, x):
-        return F.pixel_shuffle(self.conv(x), 2) + F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return pixel_shuffle(self.conv(x), *self.factor) + F.interpolate(x, scale_factor=self.factor, mode="nearest")
 
 
 class Level(nn.Module):
-    """Residual blocks at one resolution, each followed by attention where configured."""
+    """Residual blocks at one resolution, each followed by attention where configured, and the resampler
+    that leaves the level (applied by the caller, which may want the features before it)."""
 
-    def __init__(self, cin: int, cout: int, blocks: int, attention: bool, groups: int, dropout: float):
+    def __init__(self, cin: int, cout: int, blocks: int, attention: bool, groups: int, dropout: float,
+                 resample: nn.Module | None = None):
         super().__init__()
         self.block = nn.ModuleList(ResnetBlock(cin if i == 0 else cout, cout, groups, dropout) for i in range(blocks))
         self.attn = nn.ModuleList(AttnBlock(cout, groups) for _ in range(blocks if attention else 0))
+        self.resample = resample or nn.Identity()
 
     def forward(self, h):
         for i, block in enumerate(self.block):
             h = block(h)
-            if len(self.attn):
+            if self.attn:
                 h = self.attn[i](h)
         return h
 
@@ -192,90 +237,79 @@ class Middle(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Encoder and decoder
+# Encoder and decoders
 
 
 class Encoder(nn.Module):
-    """Image [B,3,H,W] -> column features [B, W/f, z_channels·H/f]."""
+    """Image [B,3,H,W] -> column features [B, W/f, z_channels·latent rows]."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
-        g, mult = cfg.norm_groups, (1,) + tuple(cfg.ch_mult)
+        g, chans = cfg.norm_groups, [cfg.ch] + [cfg.ch * m for m in cfg.ch_mult]
         self.conv_in = conv3x3(cfg.in_channels, cfg.ch)
         self.down = nn.ModuleList()
-        res = cfg.height
-        for i, m in enumerate(cfg.ch_mult):
-            level = Level(cfg.ch * mult[i], cfg.ch * m, cfg.num_res_blocks, res in cfg.attn_resolutions, g, cfg.dropout)
-            if i < len(cfg.ch_mult) - 1:
-                level.downsample = Downsample(cfg.ch * m)
-                res //= 2
-            self.down.append(level)
-        top = cfg.ch * cfg.ch_mult[-1]
-        self.mid = Middle(top, g, cfg.dropout)
-        self.norm_out = nn.GroupNorm(g, top, eps=1e-6)
-        self.conv_out = conv3x3(top, cfg.z_channels)
+        for i in range(len(cfg.ch_mult)):
+            height = cfg.height // 2**i
+            last = i == len(cfg.ch_mult) - 1
+            resample = None if last else Downsample(chans[i + 1], halve_width=i < cfg.len_down_scale)
+            self.down.append(Level(chans[i], chans[i + 1], cfg.num_res_blocks, height in cfg.attn_resolutions, g,
+                                   cfg.dropout, resample))
+        self.mid = Middle(chans[-1], g, cfg.dropout)
+        self.norm_out = norm(chans[-1], g)
+        self.conv_out = conv3x3(chans[-1], cfg.z_channels)
         self.encoder1d = token_conv(cfg.column_channels, cfg.column_channels)
 
     def forward(self, x):
         h = self.conv_in(x)
         for level in self.down:
-            h = level(h)
-            if hasattr(level, "downsample"):
-                h = level.downsample(h)
+            h = level.resample(level(h))
         h = self.conv_out(F.silu(self.norm_out(self.mid(h))))
-        return conv1d_tokens(self.encoder1d, columnize(h))
+        return conv_tokens(self.encoder1d, columnize(h))
 
 
 class Decoder(nn.Module):
-    """Column features [B, N, z_channels·H/f] -> image [B,3,H,N·f], and the early features that the
-    semantic alignment loss reads (after the lowest-resolution level, before its upsample)."""
+    """Column features [B, N, z_channels·latent rows] -> image [B,3,H,N·f], plus the features the semantic
+    decoder reads: those of the lowest-resolution level, after its blocks and before its upsample."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
-        g, self.latent_height = cfg.norm_groups, cfg.latent_height
-        self.decoder1d = token_conv(cfg.column_channels, cfg.column_channels)
+        g, self.latent_height, levels = cfg.norm_groups, cfg.latent_height, len(cfg.ch_mult)
         cin = cfg.ch * cfg.ch_mult[-1]
+        self.decoder1d = token_conv(cfg.column_channels, cfg.column_channels)
         self.conv_in = conv3x3(cfg.z_channels, cin)
         self.mid = Middle(cin, g, cfg.dropout)
-        levels, res = [], cfg.latent_height
-        for i in reversed(range(len(cfg.ch_mult))):
-            cout = cfg.ch * cfg.ch_mult[i]
-            level = Level(cin, cout, cfg.num_res_blocks + 1, res in cfg.attn_resolutions, g, cfg.dropout)
-            if i > 0:
-                level.upsample = Upsample(cout)
-                res *= 2
-            levels.insert(0, level)
+        self.up = nn.ModuleList()
+        for i in reversed(range(levels)):   # built from the lowest resolution; stored highest first (official)
+            cout, height = cfg.ch * cfg.ch_mult[i], cfg.height // 2**i
+            resample = Upsample(cout, double_width=i <= cfg.len_down_scale) if i > 0 else None
+            self.up.insert(0, Level(cin, cout, cfg.num_res_blocks + 1, height in cfg.attn_resolutions, g,
+                                    cfg.dropout, resample))
             cin = cout
-        self.up = nn.ModuleList(levels)
-        self.norm_out = nn.GroupNorm(g, cin, eps=1e-6)
-        self.conv_out = conv3x3(cin, 3)
+        self.norm_out = norm(cin, g)
+        self.conv_out = conv3x3(cin, cfg.out_channels)
 
     def forward(self, columns):
-        h = rasterize(conv1d_tokens(self.decoder1d, columns), self.latent_height)
+        h = rasterize(conv_tokens(self.decoder1d, columns), self.latent_height)
         h = self.mid(self.conv_in(h))
-        features = None
-        for i in reversed(range(len(self.up))):
-            h = self.up[i](h)
-            if i == len(self.up) - 1:
-                features = h
-            if i > 0:
-                h = self.up[i].upsample(h)
+        lowest, *rest = reversed(self.up)
+        features = lowest(h)
+        h = lowest.resample(features)
+        for level in rest:
+            h = level.resample(level(h))
         return self.conv_out(F.silu(self.norm_out(h))), features
 
 
 class SemanticDecoder(nn.Module):
-    """The decoder's early features -> the feature space of a frozen vision encoder (REPA-style)."""
+    """The decoder's lowest-resolution features -> `semantic_dim` channels on the same grid, trained to match
+    a frozen vision encoder's patch features (REPA-style alignment)."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
-        g, ch = cfg.norm_groups, cfg.semantic_ch
-        outs = tuple(cfg.semantic_ch_mult) + (cfg.semantic_out // ch,)
-        self.down = nn.ModuleList(
-            Level(ch * m, ch * outs[i + 1], cfg.num_res_blocks, False, g, cfg.dropout)
-            for i, m in enumerate(cfg.semantic_ch_mult))
-        top = ch * outs[-1]
-        self.norm_out = nn.GroupNorm(g, top, eps=1e-6)
-        self.conv_out = conv3x3(top, cfg.semantic_out)
+        g, widths = cfg.norm_groups, (cfg.ch * cfg.ch_mult[-1],) + cfg.semantic_widths
+        self.down = nn.ModuleList(Level(widths[i], widths[i + 1], cfg.semantic_res_blocks, False, g, cfg.dropout)
+                                  for i in range(len(cfg.semantic_widths)))
+        self.norm_out = norm(widths[-1], g)
+        self.conv_out = conv3x3(widths[-1], cfg.semantic_dim)
 
     def forward(self, h):
         for level in self.down:
@@ -288,87 +322,93 @@ class SemanticDecoder(nn.Module):
 
 
 class ColumnTokenizer(nn.Module):
+    """tokens = tok.encode(images)  # [B,3,H,W] in [-1,1] -> [B, W/f, D];  tok.decode(tokens) -> [B,3,H,N·f]"""
+
     def __init__(self, config: TokenizerConfig):
         super().__init__()
         self.config = cfg = config
-        if cfg.height % cfg.downsample:
-            raise EqgenError(f"height {cfg.height} is not a multiple of the downsampling factor {cfg.downsample}")
-        if cfg.posterior not in ("noise", "kl"):
-            raise EqgenError(f"unknown posterior {cfg.posterior!r}; choose noise or kl")
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        if cfg.semantic_ch:
-            self.semantic_decoder = SemanticDecoder(cfg)
-        moments = 2 * cfg.embed_dim if cfg.posterior == "kl" else cfg.embed_dim
+        self.semantic_decoder = SemanticDecoder(cfg) if cfg.semantic_widths else None
+        moments = 2 * cfg.embed_dim if cfg.posterior == "kl" else cfg.embed_dim   # "kl": means and log-variances
         self.quant_layer = token_conv(cfg.column_channels, moments)
         self.post_quant_layer = token_conv(cfg.embed_dim, cfg.column_channels)
 
     @property
     def token_width(self) -> int:
-        """Pixels per token (the downsampling factor f)."""
-        return self.config.downsample
+        """Pixels per token (f)."""
+        return self.config.token_width
 
     # -- encoding -----------------------------------------------------------------------------------------
 
-    def _check_images(self, images: torch.Tensor) -> None:
-        cfg = self.config
+    def encode_moments(self, images: torch.Tensor) -> torch.Tensor:
+        """The posterior's parameters per token: [B, N, D] means ('noise'), or [B, N, 2D] means and
+        log-variances ('kl')."""
+        cfg, f = self.config, self.token_width
         if images.ndim != 4 or images.shape[1] != cfg.in_channels:
             raise EqgenError(f"images must be [B, {cfg.in_channels}, H, W], got {list(images.shape)}")
         H, W = images.shape[-2:]
         if H != cfg.height:
             raise EqgenError(f"image height {H} != the tokenizer's height {cfg.height} (resize or crop first)")
-        if W % self.token_width or W // self.token_width < 2:
-            raise EqgenError(f"image width {W} must be a multiple of {self.token_width} and at least "
-                             f"{2 * self.token_width} (two tokens)")
-
-    def posterior(self, images: torch.Tensor) -> torch.Tensor:
-        """The posterior's parameters per token: [B, N, D] means ('noise') or [B, N, 2D] means and
-        log-variances ('kl')."""
-        self._check_images(images)
-        return conv1d_tokens(self.quant_layer, self.encoder(images))
+        if W % f or W < 2 * f:
+            raise EqgenError(f"image width {W} must be a multiple of {f} and at least {2 * f} (two tokens)")
+        return conv_tokens(self.quant_layer, self.encoder(images))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images [B,3,H,W] in [-1,1] -> tokens [B, W/f, D] (the posterior mean)."""
-        return self.posterior(images)[..., : self.config.embed_dim]
+        return self.encode_moments(images)[..., : self.config.embed_dim]
 
     def sample(self, moments: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A draw from the posterior. 'noise' (official): s = clamp(N(0,1)·std/0.8, ±std) per image, then
-        mean + s·ε — the generator learns tokens under noise of every strength up to std."""
+        """A draw from the posterior, as the decoder sees it in training and the generator learns it.
+
+        'noise' (official): s = clamp(N(0,1)·std/0.8, ±std), one per image, then mean + s·ε; the draws are
+        made on the generator's device (CPU by default) in that order, as the official code does. 'kl':
+        mean + exp(logvar/2)·ε; given means alone (a token cache), it returns them unchanged."""
         D = self.config.embed_dim
         mean = moments[..., :D]
-        randn = lambda *shape: torch.randn(*shape, generator=generator).to(mean.device)  # noqa: E731
+        device = generator.device if generator is not None else torch.device("cpu")
+
+        def randn(*shape):
+            return torch.randn(*shape, generator=generator, device=device).to(mean)
+
         if self.config.posterior == "kl":
-            return mean + (0.5 * moments[..., D:]).exp() * randn(mean.shape)
+            if moments.shape[-1] == D:
+                return mean
+            return mean + (0.5 * moments[..., D:].clamp(-30.0, 20.0)).exp() * randn(mean.shape)
         std = self.config.noise_std
         s = (randn(mean.shape[0]) * (std / 0.8)).clamp(-std, std)
         return mean + s.view(-1, *[1] * (mean.ndim - 1)) * randn(mean.shape)
 
     def regularization(self, moments: torch.Tensor) -> torch.Tensor:
-        """Per-image regulariser: KL to N(0, I) ('kl'), or the official ½·Σ mean² ('noise')."""
+        """Per-image regulariser, summed over tokens: KL to N(0, I) ('kl'), or ½·Σ mean² ('noise', the
+        official fixed-std posterior's "kl")."""
         D = self.config.embed_dim
         mean = moments[..., :D]
         if self.config.posterior == "kl":
-            logvar = moments[..., D:]
+            logvar = moments[..., D:].clamp(-30.0, 20.0)
             return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=(1, 2))
         return 0.5 * mean.pow(2).sum(dim=(1, 2))
 
     # -- decoding -----------------------------------------------------------------------------------------
 
-    def decode(self, tokens: torch.Tensor, return_features: bool = False):
-        """Tokens [B, N, D] -> images [B,3,H,N·f] (and the decoder's early features if asked)."""
+    def decode(self, tokens: torch.Tensor, return_semantic: bool = False):
+        """Tokens [B, N, D] -> images [B,3,H,N·f]; with `return_semantic`, also the semantic decoder's output
+        [B, semantic_dim, latent rows, N] (None without a semantic decoder)."""
         if tokens.ndim != 3 or tokens.shape[-1] != self.config.embed_dim:
             raise EqgenError(f"tokens must be [B, N, {self.config.embed_dim}], got {list(tokens.shape)}")
         if tokens.shape[1] < 2:
             raise EqgenError("decoding needs at least 2 tokens (the token convolutions pad by reflection)")
-        images, features = self.decoder(conv1d_tokens(self.post_quant_layer, tokens))
-        return (images, features) if return_features else images
+        images, features = self.decoder(conv_tokens(self.post_quant_layer, tokens))
+        if not return_semantic:
+            return images
+        return images, (self.semantic_decoder(features) if self.semantic_decoder is not None else None)
 
-    def forward(self, images: torch.Tensor, sample_posterior: bool = True):
-        """Reconstruction for training: (images, posterior moments, decoder features)."""
-        moments = self.posterior(images)
-        tokens = self.sample(moments) if sample_posterior else moments[..., : self.config.embed_dim]
-        recon, features = self.decode(tokens, return_features=True)
-        return recon, moments, features
+    def forward(self, images: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None):
+        """Reconstruction for training: (images, posterior moments, semantic output or None)."""
+        moments = self.encode_moments(images)
+        tokens = self.sample(moments, generator) if sample_posterior else moments[..., : self.config.embed_dim]
+        recon, semantic = self.decode(tokens, return_semantic=True)
+        return recon, moments, semantic
 
     # -- saving and loading -------------------------------------------------------------------------------
 
@@ -379,5 +419,10 @@ class ColumnTokenizer(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> "ColumnTokenizer":
         config, weights = load_model_dir(directory)
         model = cls(from_dict(TokenizerConfig, config))
+        expected = model.state_dict()
+        bad = sorted(set(expected) ^ set(weights)) or [k for k, v in expected.items() if weights[k].shape != v.shape]
+        if bad:
+            raise EqgenError(f"{directory} does not hold weights for its config.json (first mismatches: "
+                             f"{', '.join(bad[:3])})")
         model.load_state_dict(weights)
         return model.eval()

@@ -1,27 +1,38 @@
 """Official tokenizer checkpoints (drx-code/EquivariantModeling) -> ColumnTokenizer.
 
-The official tokenizer is a Lightning module whose inference weights are its EMA copies: the state dict holds
-`ema_<module>.<parameter name without dots>` (e.g. `ema_decoder.up3block0conv1weight`) beside the raw
-weights. eqgen reads the EMA entries, ignores the rest (raw copies, EMA counters, `loss.*`), and builds the
-architecture from the official YAML config (`model.params`: ddconfig, sematicconfig, embed_dim, std).
+The official tokenizer is a Lightning module. Its state dict holds the raw weights (`decoder.up.3.block.0.
+conv1.weight`) and, for inference, their EMA copies under `ema_<module>.<parameter name without dots>`
+(`ema_decoder.up3block0conv1weight`): the official scripts decode inside `ema_scope()`. eqgen reads the EMA
+copies when the file has them (else the raw weights) and ignores the rest: the other copy, the EMA counters
+(`decay`, `num_updates`), `loss.*` (LPIPS and discriminator), and the semantic decoder's extra residual block
+per level, which the official code builds but never runs. The architecture comes from the official config
+arguments (`ddconfig`, `sematicconfig`, `embed_dim`, `post_channels`, `std`), read from the official YAML file.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..configs import load_json
+from ..configs import from_preset, load_json
 from ..errors import EqgenError
-from ..tokenizer import ColumnTokenizer, TokenizerConfig
+from ..tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
 from .common import check_fits, read_checkpoint
 
-EMA_MODULES = ("encoder", "decoder", "semantic_decoder", "quant_layer", "post_quant_layer")
+MODULES = ("encoder", "decoder", "semantic_decoder", "quant_layer", "post_quant_layer")
+OFFICIAL_LATENT_SCALE = 0.05493   # the official generator's --vae_norm for this tokenizer
+RESAMPLERS = {"encoder": "downsample.conv.conv.", "decoder": "upsample.conv.conv."}   # official names of `resample.conv.`
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Config
 
 
 def read_official_config(path: str | Path) -> dict[str, Any]:
-    """The constructor arguments from an official YAML config (or a JSON file holding them)."""
+    """The constructor arguments from an official YAML config (`model.params`), or from a JSON file holding
+    them (at the top level or under `constructor_kwargs`, as the test fixtures do)."""
     path = Path(path)
     if not path.is_file():
         raise EqgenError(f"config {path} not found")
@@ -40,45 +51,112 @@ def read_official_config(path: str | Path) -> dict[str, Any]:
         raise EqgenError(f"{path} has no model.params section (is it an official tokenizer config?)") from None
 
 
-def config_from_official(params: dict[str, Any]) -> TokenizerConfig:
-    dd, sem = params["ddconfig"], params["sematicconfig"]
-    levels = len(dd["ch_mult"])
-    unsupported = []
-    if dd.get("double_enc"):
-        unsupported.append("double_enc")
-    if dd.get("len_down_scale", levels) < levels - 1:
-        unsupported.append("height-only downsampling (len_down_scale < levels − 1)")
-    if dd.get("semantic_map", "res") != "res":
-        unsupported.append(f"semantic_map={dd['semantic_map']}")
-    if sem.get("downsample_scale", 0) or sem["num_res_blocks"] != dd["num_res_blocks"]:
-        unsupported.append("this semantic decoder layout")
-    if unsupported:
-        raise EqgenError(f"official tokenizer with {', '.join(unsupported)} is not supported")
-    config = TokenizerConfig(
-        height=dd["resolution"], in_channels=dd["in_channels"], ch=dd["ch"], ch_mult=tuple(dd["ch_mult"]),
-        num_res_blocks=dd["num_res_blocks"], attn_resolutions=tuple(dd["attn_resolutions"]),
-        z_channels=dd["z_channels"], embed_dim=params["embed_dim"], dropout=dd.get("dropout", 0.0),
-        noise_std=params.get("std", 2.5), semantic_ch=sem["ch"], semantic_ch_mult=tuple(sem["ch_mult"]),
-        semantic_out=sem["out_ch"], latent_scale=0.05493)
+def config_from_official(params: dict[str, Any], latent_scale: float = OFFICIAL_LATENT_SCALE) -> TokenizerConfig:
+    """The official constructor arguments -> TokenizerConfig (one clear error for what eqgen does not build)."""
+    try:
+        dd, sem = params["ddconfig"], params["sematicconfig"]
+        levels = len(dd["ch_mult"])
+        unsupported = [name for name, bad in (
+            ("double_enc", dd.get("double_enc", False)),
+            (f"semantic_map={dd.get('semantic_map')!r}", dd.get("semantic_map", "res") != "res"),
+            ("semantic decoder downsampling", sem.get("downsample_scale", 0)),
+            ("semantic decoder attention", sem.get("attn_resolutions")),
+            ("semantic decoder input width != decoder width", sem["ch"] * sem["ch_mult"][0] != dd["ch"] * dd["ch_mult"][-1]),
+        ) if bad]
+        if unsupported:
+            raise EqgenError(f"official tokenizer with {', '.join(unsupported)} is not supported")
+        sem_ch = sem["ch"]
+        config = TokenizerConfig(
+            height=dd["resolution"], in_channels=dd["in_channels"], out_channels=dd["out_ch"], ch=dd["ch"],
+            ch_mult=dd["ch_mult"], num_res_blocks=dd["num_res_blocks"], attn_resolutions=dd["attn_resolutions"],
+            z_channels=dd["z_channels"], embed_dim=params["embed_dim"], dropout=dd.get("dropout", 0.0),
+            # the official code treats any len_down_scale ≥ levels − 1 as "every downsample halves the width"
+            len_down_scale=min(dd.get("len_down_scale", 1), levels - 1), noise_std=params.get("std", 2.5),
+            semantic_widths=[sem_ch * m for m in sem["ch_mult"][1:]] + [sem_ch * (sem["out_ch"] // sem_ch)],
+            semantic_res_blocks=sem["num_res_blocks"], semantic_dim=sem["out_ch"], latent_scale=latent_scale)
+    except KeyError as err:
+        raise EqgenError(f"the official tokenizer config lacks {err}") from None
     if params.get("post_channels", config.column_channels) != config.column_channels:
-        raise EqgenError(f"post_channels {params['post_channels']} != z_channels × latent height "
-                         f"({config.column_channels})")
+        raise EqgenError(f"post_channels {params['post_channels']} != z_channels × latent rows ({config.column_channels})")
     return config
 
 
-def ema_name(key: str) -> str:
-    """eqgen key -> official EMA buffer: `decoder.up.3.block.0.conv1.weight` -> `ema_decoder.up3block0conv1weight`."""
+# ---------------------------------------------------------------------------------------------------------
+# Weights
+
+
+def official_name(key: str, ema: bool) -> str:
+    """eqgen key -> official key: `decoder.up.3.resample.conv.weight` -> `decoder.up.3.upsample.conv.conv.weight`,
+    or with `ema` -> `ema_decoder.up3upsampleconvconvweight`."""
     module, _, rest = key.partition(".")
-    return f"ema_{module}.{rest.replace('.', '')}"
+    if module in RESAMPLERS:
+        rest = rest.replace("resample.conv.", RESAMPLERS[module])
+    return f"ema_{module}.{rest.replace('.', '')}" if ema else f"{module}.{rest}"
 
 
-def convert_tokenizer(checkpoint: str | Path, config: str | Path) -> ColumnTokenizer:
-    ckpt = read_checkpoint(checkpoint)
+def _unused_semantic_blocks(config: TokenizerConfig, ema: bool) -> re.Pattern:
+    """The official semantic decoder builds one residual block per level more than it runs."""
+    r = config.semantic_res_blocks
+    return re.compile(rf"^ema_semantic_decoder\.down\d+block{r}(?=[a-z])" if ema
+                      else rf"^semantic_decoder\.down\.\d+\.block\.{r}\.")
+
+
+def _ignored(key: str, ema: bool) -> bool:
+    """Entries of an official state dict that carry no inference weights (or the copy not used)."""
+    if key.startswith("loss.") or key.endswith((".decay", ".num_updates")):
+        return True
+    module = key.partition(".")[0]
+    return module in MODULES if ema else module.startswith("ema_")
+
+
+def convert_tokenizer_state_dict(state: dict[str, torch.Tensor], config: TokenizerConfig,
+                                 source: str = "the state dict") -> dict[str, torch.Tensor]:
+    """An official tokenizer state dict -> eqgen's, checked key by key and shape by shape against `config`."""
+    ema = any(k.startswith("ema_encoder.") for k in state)
+    with torch.device("meta"):  # the expected keys and shapes, without allocating the weights
+        expected = ColumnTokenizer(config)
+    wanted = {official_name(key, ema): key for key in expected.state_dict()}
+    unused = _unused_semantic_blocks(config, ema)
+    mapped = {}
+    for key, value in state.items():
+        if key in wanted:
+            mapped[wanted[key]] = value
+        elif not (_ignored(key, ema) or unused.match(key)):
+            mapped[key] = value   # check_fits names it as unexpected
+    check_fits(expected, mapped, source)
+    return mapped
+
+
+def load_official_tokenizer(checkpoint: str | Path, config: str | Path | None = None, *,
+                            latent_scale: float = OFFICIAL_LATENT_SCALE, trust_pickle: bool = False) -> ColumnTokenizer:
+    """An official tokenizer — a Lightning `.ckpt` (weights under `state_dict`) or a safetensors file of its
+    state dict — as a ColumnTokenizer in eval mode.
+
+    `config` is the official YAML (or a JSON of its `model.params`); None means the released 256² tokenizer.
+    Checkpoints are read with `torch.load(weights_only=True)`; `trust_pickle=True` unpickles a file that needs
+    more — only for a file from a source you trust, since unpickling can run arbitrary code."""
+    ckpt = _read(Path(checkpoint), trust_pickle)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not any(k.startswith("ema_encoder.") for k in state):
-        raise EqgenError(f"{checkpoint} holds no official tokenizer EMA weights (no ema_encoder.* entries)")
-    model = ColumnTokenizer(config_from_official(read_official_config(config)))
-    mapped = {key: state[ema_name(key)] for key in model.state_dict() if ema_name(key) in state}
-    check_fits(model, mapped, str(checkpoint))
-    model.load_state_dict(mapped)
+    if not isinstance(state, dict) or not any(k.startswith(("ema_encoder.", "encoder.")) for k in state):
+        raise EqgenError(f"{checkpoint} holds no official tokenizer weights (no encoder.* or ema_encoder.* entries)")
+    if config is None:
+        cfg = from_preset(TokenizerConfig, TOKENIZER_PRESETS, "paper", latent_scale=latent_scale)
+    else:
+        cfg = config_from_official(read_official_config(config), latent_scale)
+    model = ColumnTokenizer(cfg)
+    model.load_state_dict(convert_tokenizer_state_dict(state, cfg, str(checkpoint)))
     return model.eval()
+
+
+def _read(path: Path, trust_pickle: bool) -> Any:
+    if not (trust_pickle and path.suffix != ".safetensors" and path.is_file()):
+        try:
+            return read_checkpoint(path)
+        except EqgenError as err:
+            if path.suffix == ".safetensors" or not path.is_file():
+                raise
+            raise EqgenError(f"{err}. If you trust its source, allow unpickling with trust_pickle=True") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file: one line, not a traceback
+        raise EqgenError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None

@@ -1,0 +1,78 @@
+"""Tokenizer training on the shared loop: the loss falls, evaluation writes its PNG, the second stage freezes
+the encoder, the adversarial stage trains the discriminator."""
+import json
+
+import pytest
+import torch
+
+from eqgen.configs import from_preset
+from eqgen.errors import EqgenError
+from eqgen.data.sources import ImageSource
+from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
+from eqgen.tokenizer_training import TRAIN_PRESETS, TokenizerTrainConfig, psnr, train_tokenizer
+from eqgen.training import RunConfig
+
+
+def metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tok"
+    run = RunConfig(steps=100, batch_size=8, log_every=10, save_every=100, device="cpu", seed=0, ema_decay=0.9)
+    train_tokenizer("landscapes", out, run, preset="tiny")
+    return out
+
+
+def test_a_tiny_tokenizers_loss_falls(trained):
+    losses = [m["loss"] for m in metrics(trained) if "loss" in m]
+    assert len(losses) == 10
+    assert sum(losses[5:]) < 0.85 * sum(losses[:5]), losses   # noisy: each image draws its own noise strength
+    # Held-out reconstructions from the posterior mean, before and after (train_tokenizer seeds the init).
+    images = ImageSource("landscapes", 16, 32, seed=0).held_out(8)
+    torch.manual_seed(0)
+    before = ColumnTokenizer(from_preset(TokenizerConfig, TOKENIZER_PRESETS, "tiny")).eval()
+    after = ColumnTokenizer.from_pretrained(trained)
+    with torch.no_grad():
+        l1 = [(m.decode(m.encode(images)) - images).abs().mean().item() for m in (before, after)]
+    assert l1[1] < 0.6 * l1[0], l1
+
+
+def test_the_run_is_a_tokenizer_directory_with_its_latent_scale(trained):
+    tokenizer = ColumnTokenizer.from_pretrained(trained)
+    assert tokenizer.config.latent_scale != 1.0
+    final = metrics(trained)[-1]
+    assert final["eval_psnr"] > 10 and "eval_wide_psnr" in final
+    assert (trained / "reconstructions" / "step_0000100.png").is_file()
+
+
+def test_decoder_only_stage_keeps_the_encoder(trained, tmp_path):
+    train = from_preset(TokenizerTrainConfig, TRAIN_PRESETS, "tiny", decoder_only=True, init_from=str(trained))
+    run = RunConfig(steps=3, batch_size=4, log_every=1, save_every=3, device="cpu")
+    tuned = train_tokenizer("landscapes", tmp_path / "stage2", run, train=train)
+    before = ColumnTokenizer.from_pretrained(trained)
+    for name in ("encoder", "quant_layer", "decoder"):
+        same = all(torch.equal(a, b) for a, b in zip(getattr(tuned, name).state_dict().values(),
+                                                      getattr(before, name).state_dict().values()))
+        assert same == (name != "decoder"), name
+    with pytest.raises(EqgenError, match="init_from"):
+        TokenizerTrainConfig(decoder_only=True)
+
+
+def test_adversarial_stage_trains_the_discriminator(tmp_path):
+    train = from_preset(TokenizerTrainConfig, TRAIN_PRESETS, "tiny",
+                        losses=dict(perceptual_weight=0.0, semantic_weight=0.0, adversarial_start=2,
+                                    discriminator_channels=8, discriminator_layers=2))
+    run = RunConfig(steps=4, batch_size=4, log_every=1, save_every=4, device="cpu")
+    train_tokenizer("landscapes", tmp_path / "gan", run, preset="tiny", train=train)
+    logged = metrics(tmp_path / "gan")
+    assert ["discriminator" in m for m in logged if "loss" in m] == [False, False, True, True]
+    state = torch.load(tmp_path / "gan" / "training_state.pt", weights_only=True)
+    assert "discriminator" in state["modules"] and "discriminator" in state["optimizers"]
+
+
+def test_psnr():
+    x = torch.zeros(2, 3, 4, 4)
+    assert psnr(x, x) == pytest.approx(120.0)           # capped at an MSE of 1e-12
+    assert psnr(x, x + 0.2) == pytest.approx(20.0)      # 0.1 in [0, 1] units: 20 dB
