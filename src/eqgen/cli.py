@@ -71,7 +71,7 @@ def _add_train(commands) -> None:
     gen.add_argument("--cache-images", type=int, default=20000, help="images to encode into the cache (default: 20000)")
     gen.add_argument("--cache-width", type=int, help="pixel width of the cached images (default: square); wider "
                                                      "rows let training take interior crops")
-    gen.add_argument("--seq-len", type=int, default=0, help="tokens per training sequence (default: the cached width)")
+    gen.add_argument("--seq-len", type=int, help="tokens per training sequence (default: the preset's, else the cached width)")
     gen.add_argument("--crops", default="interior", help="edge, interior or equivariant (default: interior)")
     gen.add_argument("--window", type=int, help="attention window (default: the preset's); 0 = full causal")
     gen.add_argument("--train-positions", help="train the loss only on these positions, e.g. 0,2,4,6")
@@ -95,14 +95,14 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
 
 
 def _train_generator(args: argparse.Namespace) -> None:
-    from .generator_training import GeneratorTrainConfig, train_generator
+    from .configs import from_dict
+    from .generator_training import TRAIN_PRESETS, GeneratorTrainConfig, train_generator
 
-    train = GeneratorTrainConfig(seq_len=args.seq_len, crops=args.crops,
-                                 train_positions=_int_list(args.train_positions, "--train-positions"))
-    if args.lr is not None:
-        train.lr = args.lr
-    if args.warmup is not None:
-        train.warmup_steps = args.warmup
+    train = from_dict(GeneratorTrainConfig, {**TRAIN_PRESETS.get(args.preset, {}), "crops": args.crops,
+                                             "train_positions": _int_list(args.train_positions, "--train-positions")})
+    for flag, field in (("lr", "lr"), ("warmup", "warmup_steps"), ("seq_len", "seq_len")):
+        if getattr(args, flag) is not None:
+            setattr(train, field, getattr(args, flag))
     overrides = {}
     if args.window is not None:
         overrides["window"] = args.window or None
