@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_panorama(commands)
     _add_app(commands)
     _add_convert(commands)
+    _add_eval(commands)
     return parser
 
 
@@ -335,6 +336,41 @@ def _convert(args: argparse.Namespace) -> None:
     else:
         (tokenizer or generator).save_pretrained(args.out)
     print(args.out)
+
+
+def _add_eval(commands) -> None:
+    evaluate = commands.add_parser("eval", help="measure a model")
+    kinds = evaluate.add_subparsers(dest="kind", required=True, metavar="METRIC")
+    p = kinds.add_parser("long", help="long-image fidelity: per-offset statistics of panoramas vs ground-truth renders",
+                         description="Generates panoramas of --multiple × the training width and compares each "
+                                     "training-width window with landscape renders of the class at that offset.")
+    p.add_argument("--model", default="builtin")
+    p.add_argument("--class", dest="cls", required=True)
+    p.add_argument("--multiple", type=int, default=32, help="panorama width in training widths (default: 32)")
+    p.add_argument("-n", "--images", type=int, default=4, help="panoramas to generate (default: 4)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--every", type=int, default=4, help="print every k-th offset window (default: 4)")
+    p.set_defaults(run=_eval_long)
+
+
+def _eval_long(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .evaluation.long_images import drift_table, ground_truth, offset_stats
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(args.model)
+    window = pipe.generator.config.train_tokens * pipe.token_width
+    width = window * args.multiple
+    panoramas = np.stack([pipe.panorama(args.cls, width, seed=args.seed + i, steps=args.steps, cfg=args.cfg,
+                                        progress=False) for i in range(args.images)])
+    truth = ground_truth(args.cls, max(args.images, 8), width, pipe.height)
+    rows = drift_table(offset_stats(panoramas, window), offset_stats(truth, window))
+    print(f"{'offset px':>9} {'colour z':>9} {'texture':>8} {'seams':>6}")
+    for row in rows[:: args.every] + ([rows[-1]] if (len(rows) - 1) % args.every else []):
+        print(f"{row['offset']:9d} {row['colour_z']:9.2f} {row['texture_ratio']:8.2f} {row['seam_ratio']:6.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
