@@ -1,0 +1,32 @@
+"""The shipped model: it loads with no arguments, has the expected shapes, and its samples look like their
+classes (checked on colour statistics that random or broken weights do not reproduce)."""
+import pytest
+import torch
+
+from eqgen import Pipeline
+from eqgen.data.landscapes import CLASSES
+from eqgen.pipeline import BUILTIN
+
+pytestmark = pytest.mark.skipif(not (BUILTIN / "config.json").exists(), reason="no built-in model in this checkout")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return Pipeline.from_pretrained()
+
+
+def test_loads_with_the_landscape_classes(pipe):
+    assert pipe.classes == list(CLASSES)
+    assert pipe.height == 64 and pipe.token_width == 8
+
+
+@torch.no_grad()
+def test_samples_look_like_their_classes(pipe):
+    """Night scenes are dark, deserts are warm (red over blue), alpine and coast skies are blue on top."""
+    night, desert, coast = (pipe.generate([c] * 4, 16, steps=10, seed=1) for c in ("night", "desert", "coast"))
+    brightness = lambda x: (x.mean() + 1) / 2  # noqa: E731
+    assert brightness(night) < 0.3 < brightness(desert)
+    assert desert[:, 0].mean() > desert[:, 2].mean() + 0.1           # red > blue
+    top = coast[:, :, : pipe.height // 4]
+    assert top[:, 2].mean() > top[:, 0].mean()                       # sky: blue > red
+    assert night.shape == (4, 3, 64, 128)
