@@ -60,3 +60,15 @@ def test_panorama_and_outpainting(pipe):
     assert tokens.shape == (1, 20, 4)
     assert torch.equal(tokens[:, :6], pipe.encode(left[None]))  # the left image's tokens, then new ones
     assert not torch.equal(tokens[:, 6:], pipe.panorama_tokens("c", 20 * f, steps=2, seed=3)[:, 6:])
+
+
+def test_panorama_token_phase_memory_does_not_grow_with_width(pipe):
+    """What the token phase holds besides the tokens themselves is the windowed cache: the same size for a
+    1× and an 8× wide panorama."""
+    sizes = []
+    for tokens in (8, 64):
+        sampler = pipe.sampler("a", tokens, steps=1)
+        for _ in range(tokens):
+            sampler.step()
+        sizes.append(sampler.cache_nbytes())
+    assert sizes[0] == sizes[1] > 0
