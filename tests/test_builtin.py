@@ -30,3 +30,14 @@ def test_samples_look_like_their_classes(pipe):
     top = coast[:, :, : pipe.height // 4]
     assert top[:, 2].mean() > top[:, 0].mean()                       # sky: blue > red
     assert night.shape == (4, 3, 64, 128)
+
+
+@torch.no_grad()
+def test_samples_are_class_distinct_under_the_shipped_classifier(pipe):
+    from eqgen.evaluation.classifier import LandscapeClassifier
+
+    classifier = LandscapeClassifier.from_pretrained()
+    labels = torch.arange(len(pipe.classes)).repeat_interleave(3)
+    images = pipe.generate(labels.tolist(), 16, steps=10, seed=3)
+    accuracy = (classifier(images).argmax(1) == labels).float().mean()
+    assert accuracy >= 0.9
