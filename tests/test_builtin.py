@@ -41,3 +41,12 @@ def test_samples_are_class_distinct_under_the_shipped_classifier(pipe):
     images = pipe.generate(labels.tolist(), 16, steps=10, seed=3)
     accuracy = (classifier(images).argmax(1) == labels).float().mean()
     assert accuracy >= 0.9
+
+
+def test_landscape_scores_of_the_built_in_model(pipe):
+    from eqgen.evaluation.scores import landscape_scores
+
+    scores = landscape_scores(pipe, per_class=4, steps=5)
+    assert scores["class_accuracy"] >= 0.9
+    assert 0 <= scores["precision"] <= 1 and 0 <= scores["recall"] <= 1
+    assert scores["landscape_fid"] >= 0 and 1 <= scores["landscape_is"] <= 8

@@ -353,6 +353,15 @@ def _add_eval(commands) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=4, help="print every k-th offset window (default: 4)")
     p.set_defaults(run=_eval_long)
+    q = kinds.add_parser("samples", help="landscape-FID, IS-style score, precision/recall, class accuracy",
+                         description="Scores samples of every class against fresh landscape renders with eqgen's "
+                                     "own landscape classifier as the feature extractor (not Inception-FID).")
+    q.add_argument("--model", default="builtin")
+    q.add_argument("-n", "--per-class", type=int, default=16)
+    q.add_argument("--steps", type=int, default=20)
+    q.add_argument("--cfg", type=float, default=3.0)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(run=_eval_samples)
 
 
 def _eval_long(args: argparse.Namespace) -> None:
@@ -371,6 +380,18 @@ def _eval_long(args: argparse.Namespace) -> None:
     print(f"{'offset px':>9} {'colour z':>9} {'texture':>8} {'seams':>6}")
     for row in rows[:: args.every] + ([rows[-1]] if (len(rows) - 1) % args.every else []):
         print(f"{row['offset']:9d} {row['colour_z']:9.2f} {row['texture_ratio']:8.2f} {row['seam_ratio']:6.2f}")
+
+
+def _eval_samples(args: argparse.Namespace) -> None:
+    from .evaluation.scores import landscape_scores
+    from .pipeline import Pipeline
+
+    if args.per_class < 2:
+        raise EqgenError("--per-class must be at least 2")
+    scores = landscape_scores(Pipeline.from_pretrained(args.model), args.per_class, args.seed, steps=args.steps,
+                              cfg=args.cfg)
+    for name, value in scores.items():
+        print(f"{name:28} {value:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
