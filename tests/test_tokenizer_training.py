@@ -76,3 +76,21 @@ def test_psnr():
     x = torch.zeros(2, 3, 4, 4)
     assert psnr(x, x) == pytest.approx(120.0)           # capped at an MSE of 1e-12
     assert psnr(x, x + 0.2) == pytest.approx(20.0)      # 0.1 in [0, 1] units: 20 dB
+
+
+def test_decoder_only_stage_from_the_command_line(tmp_path, capsys):
+    import torch
+
+    from eqgen.cli import main
+    from eqgen.tokenizer import ColumnTokenizer
+
+    common = ["train", "tokenizer", "--preset", "tiny", "--steps", "3", "--batch-size", "2"]
+    assert main(common + ["--out", str(tmp_path / "first")]) == 0
+    assert main(common + ["--out", str(tmp_path / "bad"), "--decoder-only"]) == 2
+    assert "init_from" in capsys.readouterr().err
+    assert main(common + ["--out", str(tmp_path / "second"), "--decoder-only", "--init-from", str(tmp_path / "first")]) == 0
+    first = ColumnTokenizer.from_pretrained(tmp_path / "first").state_dict()  # the stage starts from these (EMA)
+    second = torch.load(tmp_path / "second/training_state.pt", weights_only=True)["modules"]["model"]
+    assert all(torch.equal(first[k], second[k]) for k in first if k.startswith("encoder."))
+    assert not all(torch.equal(first[k], second[k]) for k in first if k.startswith("decoder."))
+    assert ColumnTokenizer.from_pretrained(tmp_path / "second").config.height == 16

@@ -5,6 +5,7 @@ Every user mistake raises `EqgenError`; `main` prints it as one line on stderr a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from .errors import EqgenError
@@ -60,7 +61,9 @@ def _add_train(commands) -> None:
     tok.add_argument("--width", type=int, help="training image width in pixels (default: the preset's)")
     tok.add_argument("--lpips", help="LPIPS weights (VGG16 + LPIPS heads, safetensors) for the perceptual loss")
     tok.add_argument("--adversarial-start", type=int, help="step at which the PatchGAN loss starts")
-    tok.add_argument("--decoder-only", action="store_true", help="second stage: fine-tune the decoder only")
+    tok.add_argument("--decoder-only", action="store_true", help="second stage: fine-tune the decoder only "
+                                                                 "(with --init-from)")
+    tok.add_argument("--init-from", help="a trained tokenizer directory to start from")
     tok.set_defaults(run=_train_tokenizer)
 
     gen = models.add_parser("generator", help="train the generator on cached tokens of --data",
@@ -88,7 +91,7 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
     for flag, field in (("lr", "lr"), ("warmup", "warmup_steps"), ("width", "image_width")):
         if getattr(args, flag) is not None:
             setattr(train, field, getattr(args, flag))
-    train.decoder_only = args.decoder_only
+    train = dataclasses.replace(train, decoder_only=args.decoder_only, init_from=args.init_from)  # re-validates
     if args.lpips:
         train.losses.perceptual_weights = args.lpips
     if args.adversarial_start is not None:
