@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .configs import load_json, save_json
+from .configs import from_dict, load_json, save_json, to_dict
 from .errors import EqgenError
 
 CONFIG = "config.json"
@@ -85,3 +85,42 @@ def load_training_state(directory: str | Path, map_location: str | torch.device 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which, never a traceback
         raise EqgenError(f"{path} is not a readable training state ({type(err).__name__}: {err})") from None
+
+
+def check_fits(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+               verdict: str = "does not fit this model") -> None:
+    """Refuse, in one line, a state dict whose keys or shapes do not fit the module."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    problems = [f"{name}: {', '.join(items[:3])}{' …' if len(items) > 3 else ''}"
+                for name, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
+    if problems:
+        raise EqgenError(f"{source} {verdict} ({'; '.join(problems)})")
+
+
+def load_fitting(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                 verdict: str = "does not fit this model") -> None:
+    """Load a state dict that must fit exactly, in the module's own dtypes (shipped weights may be float16)."""
+    check_fits(module, state, source, verdict)
+    dtypes = {k: v.dtype for k, v in module.state_dict().items()}
+    module.load_state_dict({k: v.to(dtypes[k]) for k, v in state.items()})
+
+
+class Pretrained:
+    """`save_pretrained` / `from_pretrained` for a module built from one config dataclass (`config_class`):
+    a directory of config.json + model.safetensors."""
+
+    config_class: type
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        save_model_dir(directory, to_dict(self.config), self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path):
+        config, weights = load_model_dir(directory)
+        model = cls(from_dict(cls.config_class, config))
+        load_fitting(model, weights, str(directory), "does not hold weights for its config.json")
+        return model.eval()

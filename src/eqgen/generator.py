@@ -16,15 +16,13 @@ by renaming a few prefixes (convert/generator.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_model_dir, save_model_dir
-from .configs import from_dict, to_dict
+from .checkpoint import Pretrained
 from .errors import EqgenError
 from .flow import FlowHead, flow_matching_loss
 
@@ -212,7 +210,9 @@ class ClassContext(NamedTuple):
 # The model
 
 
-class EquivariantGenerator(nn.Module):
+class EquivariantGenerator(Pretrained, nn.Module):
+    config_class = GeneratorConfig
+
     def __init__(self, config: GeneratorConfig):
         super().__init__()
         check_config(config)
@@ -296,21 +296,6 @@ class EquivariantGenerator(nn.Module):
                 raise EqgenError(f"position_mask must be a bool tensor of shape [{L}] with at least one True")
             tokens, z = tokens[:, position_mask], z[:, position_mask]
         return flow_matching_loss(self.head, tokens.reshape(-1, C), z.reshape(-1, z.shape[-1]), self.config.noise_draws)
-
-    # -- saving and loading ------------------------------------------------------------------------------
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        save_model_dir(directory, to_dict(self.config), self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "EquivariantGenerator":
-        config, weights = load_model_dir(directory)
-        model = cls(from_dict(GeneratorConfig, config))
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as err:  # missing / unexpected / misshapen tensors: torch's message, on one line
-            raise EqgenError(f"{directory}: {' '.join(str(err).split())}") from None
-        return model.eval()
 
 
 def check_config(cfg: GeneratorConfig) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import CONFIG, load_weights, save_weights
+from .checkpoint import CONFIG, load_fitting, load_weights, save_weights
 from .configs import from_dict, load_json, save_json, to_dict
 from .errors import EqgenError
 from .generator import EquivariantGenerator, GeneratorConfig
@@ -49,11 +49,8 @@ class Pipeline:
         tokenizer = ColumnTokenizer(from_dict(TokenizerConfig, config["tokenizer"]))
         generator = EquivariantGenerator(from_dict(GeneratorConfig, config["generator"]))
         for module, name in ((tokenizer, "tokenizer"), (generator, "generator")):
-            weights = {k: v.float() for k, v in load_weights(directory / f"{name}.safetensors").items()}
-            missing, unexpected = module.load_state_dict(weights, strict=False)
-            if missing or unexpected:
-                raise EqgenError(f"{directory / name}.safetensors does not fit its config "
-                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+            path = directory / f"{name}.safetensors"
+            load_fitting(module, load_weights(path), str(path), "does not fit its config")
         return cls(tokenizer, generator, config["classes"]).to(device)
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype = torch.float32) -> None:

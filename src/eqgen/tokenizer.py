@@ -12,14 +12,12 @@ Module and parameter names follow the official checkpoint, so `eqgen.convert.tok
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_model_dir, save_model_dir
-from .configs import from_dict, to_dict
+from .checkpoint import Pretrained
 from .errors import EqgenError
 
 
@@ -323,8 +321,10 @@ class SemanticDecoder(nn.Module):
 # The tokenizer
 
 
-class ColumnTokenizer(nn.Module):
+class ColumnTokenizer(Pretrained, nn.Module):
     """tokens = tok.encode(images)  # [B,3,H,W] in [-1,1] -> [B, W/f, D];  tok.decode(tokens) -> [B,3,H,N·f]"""
+
+    config_class = TokenizerConfig
 
     def __init__(self, config: TokenizerConfig):
         super().__init__()
@@ -411,20 +411,3 @@ class ColumnTokenizer(nn.Module):
         tokens = self.sample(moments, generator) if sample_posterior else moments[..., : self.config.embed_dim]
         recon, semantic = self.decode(tokens, return_semantic=True)
         return recon, moments, semantic
-
-    # -- saving and loading -------------------------------------------------------------------------------
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        save_model_dir(directory, to_dict(self.config), self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "ColumnTokenizer":
-        config, weights = load_model_dir(directory)
-        model = cls(from_dict(TokenizerConfig, config))
-        expected = model.state_dict()
-        bad = sorted(set(expected) ^ set(weights)) or [k for k, v in expected.items() if weights[k].shape != v.shape]
-        if bad:
-            raise EqgenError(f"{directory} does not hold weights for its config.json (first mismatches: "
-                             f"{', '.join(bad[:3])})")
-        model.load_state_dict(weights)
-        return model.eval()

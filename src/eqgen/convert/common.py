@@ -25,16 +25,3 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as err:
         raise EqgenError(f"{path} is not a checkpoint eqgen can read safely (tensors and plain values only): "
                          f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
-
-
-def check_fits(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Refuse, in one line, a state dict whose keys or shapes do not fit the module."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
-    problems = [f"{name}: {', '.join(items[:3])}{' …' if len(items) > 3 else ''}"
-                for name, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
-    if problems:
-        raise EqgenError(f"{source} does not fit this model ({'; '.join(problems)})")

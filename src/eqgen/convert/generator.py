@@ -16,7 +16,8 @@ import torch
 
 from ..errors import EqgenError
 from ..generator import EquivariantGenerator, GeneratorConfig, check_config
-from .common import check_fits, read_checkpoint
+from ..checkpoint import check_fits
+from .common import read_checkpoint
 
 RENAMES = (  # official prefix -> eqgen prefix
     ("encoder_blocks.", "blocks."),

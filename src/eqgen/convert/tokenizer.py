@@ -19,7 +19,8 @@ import torch
 from ..configs import from_preset, load_json
 from ..errors import EqgenError
 from ..tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
-from .common import check_fits, read_checkpoint
+from ..checkpoint import check_fits
+from .common import read_checkpoint
 
 MODULES = ("encoder", "decoder", "semantic_decoder", "quant_layer", "post_quant_layer")
 OFFICIAL_LATENT_SCALE = 0.05493   # the official generator's --vae_norm for this tokenizer

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..checkpoint import load_model_dir, save_model_dir
-from ..configs import from_dict, to_dict
+from ..checkpoint import Pretrained
 from ..data.landscapes import CLASSES, iterate_landscapes
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "landscape_classifier"
@@ -32,7 +31,9 @@ class ClassifierConfig:
     feature_dim: int = 128
 
 
-class LandscapeClassifier(nn.Module):
+class LandscapeClassifier(Pretrained, nn.Module):
+    config_class = ClassifierConfig
+
     def __init__(self, config: ClassifierConfig = ClassifierConfig()):
         super().__init__()
         self.config = c = config
@@ -56,15 +57,9 @@ class LandscapeClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        save_model_dir(directory, to_dict(self.config), self.state_dict())
-
     @classmethod
     def from_pretrained(cls, directory: str | Path = SHIPPED) -> "LandscapeClassifier":
-        config, weights = load_model_dir(directory)
-        model = cls(from_dict(ClassifierConfig, config))
-        model.load_state_dict({k: v.float() for k, v in weights.items()})
-        return model.eval().requires_grad_(False)
+        return super().from_pretrained(directory).requires_grad_(False)
 
 
 def _augment(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
