@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from eqgen.cli import main
-from eqgen.data.folders import ImageFolder, index_folder, to_rgb
+from eqgen.data.folders import ImageFolder, to_rgb
 from eqgen.errors import EqgenError
 from eqgen.imageio import from_uint8
 

@@ -18,7 +18,7 @@ from .checkpoint import CONFIG, save_weights
 from .configs import from_dict, from_preset, load_json, to_dict
 from .errors import EqgenError
 from .token_cache import TokenCache, build_token_cache
-from .training import RunConfig, Task, clip_and_step, fit, warmup_lr
+from .training import RunConfig, Task, clip_and_step, fit, resolve_device, warmup_lr
 
 CROPS = ("edge", "interior", "equivariant")
 
@@ -142,7 +142,7 @@ def train_generator(tokenizer_dir: str | Path, data: str, out: str | Path, run: 
     height = tokenizer.config.height
     source = ImageSource(data, height, cache_width or height, seed=run.seed)
     cache = build_token_cache(tokenizer, source, cache_dir or default_cache_dir(out), cache_images,
-                              device=run.device if run.device != "auto" else "cpu")
+                              device=resolve_device(run.device))
     if resume:
         saved = load_json(out / CONFIG)
         config = from_dict(GeneratorConfig, saved["generator"])
