@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from eqgen import Pipeline
+from eqgen.pipeline import DEFAULTS
 
 from common import peak_memory_mb
 
@@ -23,14 +24,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="builtin")
     parser.add_argument("--multiples", type=int, nargs="+", default=[1, 8, 64])
-    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--overlap", type=int, default=8)
     args = parser.parse_args()
     pipe = Pipeline.from_pretrained(args.model)
     base = pipe.generator.config.train_tokens * pipe.token_width
-    options = dict(cfg=3.0, steps=args.steps, solver="heun", seed=0)
-    print(f"training width {base} px, {args.steps} Heun steps, tiles of {args.tile} tokens overlapping by {args.overlap}")
+    options = dict(cfg=3.0, seed=0)  # and the pipeline's default solver
+    print(f"training width {base} px, sampler {DEFAULTS}, tiles of {args.tile} tokens overlapping by {args.overlap}")
     print(f"{'width':>8} {'tokens s':>9} {'ms/token':>9} {'tokens MB':>10} {'decode s':>9} {'decode MB':>10}")
     rows, kept = [], {}
     for m in args.multiples:

@@ -50,3 +50,13 @@ def test_landscape_scores_of_the_built_in_model(pipe):
     assert scores["class_accuracy"] >= 0.9
     assert 0 <= scores["precision"] <= 1 and 0 <= scores["recall"] <= 1
     assert scores["landscape_fid"] >= 0 and 1 <= scores["landscape_is"] <= 8
+
+
+def test_the_default_solver_beats_the_papers_100_euler_steps_on_the_shipped_model(pipe):
+    from eqgen.evaluation.solvers import solver_errors
+    from eqgen.pipeline import DEFAULTS
+
+    paper, ours = solver_errors(pipe, [("euler", 100, 1.0), (DEFAULTS["solver"], DEFAULTS["steps"], DEFAULTS["rho"])],
+                                cfg=DEFAULTS["cfg"], per_class=1, tokens=8)
+    assert ours["evaluations"] <= 25 < paper["evaluations"]
+    assert ours["error"] <= paper["error"]

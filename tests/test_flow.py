@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from eqgen.errors import EqgenError
-from eqgen.flow import SOLVERS, FlowHead, cfg_scale, flow_matching_loss, guided_velocity, sample, timestep_embedding
+from eqgen.flow import (SOLVERS, FlowHead, cfg_scale, evaluations, flow_matching_loss, guided_velocity, sample,
+                        time_grid, timestep_embedding)
 
 
 def perturbed_head(seed=0):
@@ -53,20 +54,29 @@ def test_solvers_follow_an_exact_flow_to_its_data_point(solver):
         seen.append(t)
         return (x - a) / t
 
-    torch.testing.assert_close(SOLVERS[solver](velocity, noise, 7), a)
+    torch.testing.assert_close(SOLVERS[solver](velocity, noise, time_grid(7)), a)
     assert min(seen) == pytest.approx(1 / 7) and max(seen) == 1.0  # never evaluated at t = 0
-    assert len(seen) == (7 if solver == "euler" else 13)
+    assert len(seen) == evaluations(solver, 7) == (7 if solver == "euler" else 13)
 
 
 def test_heun_is_second_order_and_euler_first():
     # dx/dt = x from t=1 to 0: x(0) = x(1)/e.
     def error(solver, steps):
         x1 = torch.tensor([1.0], dtype=torch.float64)
-        return abs(SOLVERS[solver](lambda x, t: x, x1, steps) - math.exp(-1)).item()
+        return abs(SOLVERS[solver](lambda x, t: x, x1, time_grid(steps)) - math.exp(-1)).item()
 
     assert error("euler", 20) / error("euler", 40) == pytest.approx(2, rel=0.1)
     assert error("heun", 20) / error("heun", 40) == pytest.approx(4, rel=0.15)
     assert error("heun", 10) < error("euler", 100)
+
+
+def test_time_grid_runs_from_noise_to_data_and_rho_crowds_the_data_end():
+    assert time_grid(4) == [1.0, 0.75, 0.5, 0.25, 0.0]
+    dense = time_grid(10, 1.5)
+    assert dense[0] == 1.0 and dense[-1] == 0.0 and all(a > b for a, b in zip(dense, dense[1:]))
+    assert dense[-2] < time_grid(10)[-2]  # the last step is shorter
+    with pytest.raises(EqgenError, match="rho"):
+        sample(perturbed_head(), torch.randn(2, 6), torch.randn(2, 4), steps=4, rho=0)
 
 
 def test_guidance_interpolates_and_extrapolates_the_two_branches():

@@ -1,9 +1,12 @@
 """Tokenizer training on the shared loop: the loss falls, evaluation writes its PNG, the second stage freezes
-the encoder, the adversarial stage trains the discriminator."""
+the encoder, the adversarial stage trains the discriminator, two DDP processes stay in step."""
 import json
+import os
+import socket
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from eqgen.configs import from_preset
 from eqgen.errors import EqgenError
@@ -61,15 +64,42 @@ def test_decoder_only_stage_keeps_the_encoder(trained, tmp_path):
 
 
 def test_adversarial_stage_trains_the_discriminator(tmp_path):
-    train = from_preset(TokenizerTrainConfig, TRAIN_PRESETS, "tiny",
-                        losses=dict(perceptual_weight=0.0, semantic_weight=0.0, adversarial_start=2,
-                                    discriminator_channels=8, discriminator_layers=2))
+    train = _gan_config()
     run = RunConfig(steps=4, batch_size=4, log_every=1, save_every=4, device="cpu")
     train_tokenizer("landscapes", tmp_path / "gan", run, preset="tiny", train=train)
     logged = metrics(tmp_path / "gan")
     assert ["discriminator" in m for m in logged if "loss" in m] == [False, False, True, True]
     state = torch.load(tmp_path / "gan" / "training_state.pt", weights_only=True)
     assert "discriminator" in state["modules"] and "discriminator" in state["optimizers"]
+
+
+def _gan_config():
+    return from_preset(TokenizerTrainConfig, TRAIN_PRESETS, "tiny",
+                       losses=dict(perceptual_weight=0.0, semantic_weight=0.0, adversarial_start=2,
+                                   discriminator_channels=8, discriminator_layers=2))
+
+
+def _ddp_worker(rank, port, out):
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    run = RunConfig(steps=4, batch_size=2, log_every=1, save_every=4, device="cpu")
+    ema = train_tokenizer("landscapes", out, run, preset="tiny", train=_gan_config())
+    # Every rank must hold the same weights (gradients averaged over both ranks' own images).
+    mine = torch.cat([p.detach().flatten() for p in ema.parameters()])
+    both = [torch.empty_like(mine) for _ in range(2)]
+    torch.distributed.all_gather(both, mine)
+    torch.distributed.destroy_process_group()
+    torch.testing.assert_close(both[0], both[1], rtol=0, atol=0)
+
+
+def test_ddp_tokenizer_training_with_the_adversarial_stage(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path / "ddp")), nprocs=2, join=True)
+    logged = metrics(tmp_path / "ddp")
+    assert ["discriminator" in m for m in logged if "loss" in m] == [False, False, True, True]
+    assert ColumnTokenizer.from_pretrained(tmp_path / "ddp").config.latent_scale != 1.0
 
 
 def test_psnr():

@@ -214,16 +214,31 @@ def _generation_flags(parser: argparse.ArgumentParser, cfg_schedule: str) -> Non
     parser.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default: 3.0; 1 = none)")
     parser.add_argument("--cfg-schedule", default=cfg_schedule, choices=["linear", "constant"],
                         help=f"guidance along the sequence (default: {cfg_schedule})")
-    parser.add_argument("--steps", type=int, default=50, help="ODE steps per token (default: 50)")
-    parser.add_argument("--solver", default="heun", choices=["euler", "heun"], help="ODE solver (default: heun)")
+    _solver_flags(parser)
     parser.add_argument("--temperature", type=float, default=1.0, help="start-noise scale (default: 1.0)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("-o", "--output", required=True, help="PNG file to write")
 
 
+def _solver_flags(parser: argparse.ArgumentParser) -> None:
+    from .flow import SOLVERS
+    from .pipeline import DEFAULTS
+
+    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"],
+                        help=f"ODE steps per token (default: {DEFAULTS['steps']}; the paper: 100 Euler steps)")
+    parser.add_argument("--solver", default=DEFAULTS["solver"], choices=list(SOLVERS),
+                        help=f"ODE solver (default: {DEFAULTS['solver']})")
+    parser.add_argument("--rho", type=float, default=DEFAULTS["rho"],
+                        help=f"time grid (k/steps)^rho; 1 = uniform, as officially (default: {DEFAULTS['rho']})")
+
+
+def _solver_options(args: argparse.Namespace) -> dict:
+    return dict(steps=args.steps, solver=args.solver, rho=args.rho)
+
+
 def _options(args: argparse.Namespace) -> dict:
-    return dict(seed=args.seed, cfg=args.cfg, cfg_schedule=args.cfg_schedule, steps=args.steps,
-                solver=args.solver, temperature=args.temperature)
+    return dict(seed=args.seed, cfg=args.cfg, cfg_schedule=args.cfg_schedule, temperature=args.temperature,
+                **_solver_options(args))
 
 
 def _add_sample(commands) -> None:
@@ -279,7 +294,7 @@ def _add_app(commands) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
     p.add_argument("--max-width", type=int, default=4096, help="the widest image a request may ask for (px)")
-    p.add_argument("--steps", type=int, default=30, help="ODE steps per column (default: 30)")
+    _solver_flags(p)
     p.set_defaults(run=_app)
 
 
@@ -288,7 +303,7 @@ def _app(args: argparse.Namespace) -> None:
     from .pipeline import Pipeline
 
     server = serve(Pipeline.from_pretrained(args.model), args.host, args.port, max_width=args.max_width,
-                   steps=args.steps)
+                   **_solver_options(args))
     host, port = server.server_address[:2]
     print(f"eqgen app on http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
     try:
@@ -351,7 +366,7 @@ def _add_eval(commands) -> None:
     p.add_argument("--class", dest="cls", required=True)
     p.add_argument("--multiple", type=int, default=32, help="panorama width in training widths (default: 32)")
     p.add_argument("-n", "--images", type=int, default=4, help="panoramas to generate (default: 4)")
-    p.add_argument("--steps", type=int, default=20)
+    _solver_flags(p)
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=4, help="print every k-th offset window (default: 4)")
@@ -361,7 +376,7 @@ def _add_eval(commands) -> None:
                                      "own landscape classifier as the feature extractor (not Inception-FID).")
     q.add_argument("--model", default="builtin")
     q.add_argument("-n", "--per-class", type=int, default=16)
-    q.add_argument("--steps", type=int, default=20)
+    _solver_flags(q)
     q.add_argument("--cfg", type=float, default=3.0)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(run=_eval_samples)
@@ -376,8 +391,8 @@ def _eval_long(args: argparse.Namespace) -> None:
     pipe = Pipeline.from_pretrained(args.model)
     window = pipe.generator.config.train_tokens * pipe.token_width
     width = window * args.multiple
-    panoramas = np.stack([pipe.panorama(args.cls, width, seed=args.seed + i, steps=args.steps, cfg=args.cfg,
-                                        progress=False) for i in range(args.images)])
+    panoramas = np.stack([pipe.panorama(args.cls, width, seed=args.seed + i, cfg=args.cfg, progress=False,
+                                        **_solver_options(args)) for i in range(args.images)])
     truth = ground_truth(args.cls, max(args.images, 8), width, pipe.height)
     rows = drift_table(offset_stats(panoramas, window), offset_stats(truth, window))
     print(f"{'offset px':>9} {'colour z':>9} {'texture':>8} {'seams':>6}")
@@ -391,8 +406,8 @@ def _eval_samples(args: argparse.Namespace) -> None:
 
     if args.per_class < 2:
         raise EqgenError("--per-class must be at least 2")
-    scores = landscape_scores(Pipeline.from_pretrained(args.model), args.per_class, args.seed, steps=args.steps,
-                              cfg=args.cfg)
+    scores = landscape_scores(Pipeline.from_pretrained(args.model), args.per_class, args.seed, cfg=args.cfg,
+                              **_solver_options(args))
     for name, value in scores.items():
         print(f"{name:28} {value:.3f}")
 

@@ -7,7 +7,7 @@ MAR's AdaLN MLP: the transformer output z for a token and the time t modulate ev
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +93,11 @@ class FlowHead(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """x [N, C] noisy tokens, t [N] (or [1]) times in [0, 1], z [N, D] conditions -> velocity [N, C]."""
-        y = self.time_embed(t) + self.cond_embed(z)
+        return self.velocity(x, self.time_embed(t) + self.cond_embed(z))
+
+    def velocity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The residual MLP given the modulation y = time_embed(t) + cond_embed(z) [N or 1, width]: an ODE
+        embeds z once per token and t once per step."""
         h = self.input_proj(x)
         for block in self.res_blocks:
             h = block(h, y)
@@ -128,50 +132,75 @@ def cfg_scale(step: int, num_tokens: int, cfg: float, schedule: str = "linear") 
 def guided_velocity(head: FlowHead, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor, scale: float) -> torch.Tensor:
     """v_u + scale·(v_c − v_u) for x [B, C], with z = [cond; uncond] [2B, D] and t [2B] (or [1]): both
     branches in one head call."""
-    v_cond, v_uncond = head(torch.cat([x, x]), t, z).chunk(2)
+    return guide(head(torch.cat([x, x]), t, z), scale)
+
+
+def guide(v: torch.Tensor, scale: float) -> torch.Tensor:
+    """v_u + scale·(v_c − v_u) for v = [v_c; v_u] [2B, C]."""
+    v_cond, v_uncond = v.chunk(2)
     return v_uncond + scale * (v_cond - v_uncond)
 
 
 Velocity = Callable[[torch.Tensor, float], torch.Tensor]
 
 
-def euler(velocity: Velocity, x: torch.Tensor, steps: int) -> torch.Tensor:
-    """The paper's solver: `steps` evaluations at t = 1, (steps−1)/steps, …, 1/steps (never at t=0)."""
-    dt = 1.0 / steps
-    for i in range(steps, 0, -1):
-        x = x - dt * velocity(x, i / steps)
+def time_grid(steps: int, rho: float = 1.0) -> list[float]:
+    """t_k = (k/steps)^rho for k = steps … 0, from noise (1) to data (0). rho = 1 is the official uniform grid;
+    rho > 1 puts the steps closer together near the data, where the velocity changes fastest
+    (`benchmarks/bench_solvers.py` measures the error of each choice)."""
+    return [(k / steps) ** rho for k in range(steps, -1, -1)]
+
+
+def euler(velocity: Velocity, x: torch.Tensor, times: Sequence[float]) -> torch.Tensor:
+    """The paper's solver: one evaluation per step, at its start (never at t = 0)."""
+    for t, t_next in zip(times[:-1], times[1:]):
+        x = x + (t_next - t) * velocity(x, t)
     return x
 
 
-def heun(velocity: Velocity, x: torch.Tensor, steps: int) -> torch.Tensor:
+def heun(velocity: Velocity, x: torch.Tensor, times: Sequence[float]) -> torch.Tensor:
     """Second order (trapezoid with an Euler predictor): 2·steps − 1 evaluations; the last step is Euler's,
-    so the velocity at t=0 is never needed. Its error falls as 1/steps², Euler's as 1/steps."""
-    dt = 1.0 / steps
-    for i in range(steps, 0, -1):
-        v = velocity(x, i / steps)
-        x_next = x - dt * v
-        if i > 1:
-            x_next = x - dt * 0.5 * (v + velocity(x_next, (i - 1) / steps))
+    so the velocity at t = 0 is never needed. Its error falls as 1/steps², Euler's as 1/steps."""
+    for t, t_next in zip(times[:-1], times[1:]):
+        v = velocity(x, t)
+        x_next = x + (t_next - t) * v
+        if t_next > 0:
+            x_next = x + (t_next - t) * 0.5 * (v + velocity(x_next, t_next))
         x = x_next
     return x
 
 
-SOLVERS: dict[str, Callable[[Velocity, torch.Tensor, int], torch.Tensor]] = {"euler": euler, "heun": heun}
+SOLVERS: dict[str, Callable[[Velocity, torch.Tensor, Sequence[float]], torch.Tensor]] = {"euler": euler, "heun": heun}
+
+
+def evaluations(solver: str, steps: int) -> int:
+    """Head evaluations per token (per branch)."""
+    return steps if solver == "euler" else 2 * steps - 1
 
 
 def sample(head: FlowHead, z: torch.Tensor, noise: torch.Tensor, steps: int = 100, solver: str = "euler",
-           cfg: float | None = None) -> torch.Tensor:
-    """Tokens [B, C] by integrating the head's flow from `noise` [B, C] (t=1) to t=0.
+           cfg: float | None = None, rho: float = 1.0) -> torch.Tensor:
+    """Tokens [B, C] by integrating the head's flow from `noise` [B, C] (t=1) to t=0 on `time_grid(steps, rho)`.
 
     z [B, D] are the conditions; with a guidance scale `cfg`, z = [cond; uncond] [2B, D] and the velocity is
     guided (`cfg=None`: no unconditional branch at all)."""
+    check_solver(solver, steps, rho)
+    times = time_grid(steps, rho)
+    # z is embedded once per token and every time of the grid once: only their sum changes along the ODE.
+    cond = head.cond_embed(z)
+    embedded = dict(zip(times, head.time_embed(torch.tensor(times, device=z.device, dtype=z.dtype)).split(1)))
+
+    def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+        y = embedded[t] + cond
+        return head.velocity(x, y) if cfg is None else guide(head.velocity(torch.cat([x, x]), y), cfg)
+
+    return SOLVERS[solver](velocity, noise, times)
+
+
+def check_solver(solver: str, steps: int, rho: float) -> None:
     if solver not in SOLVERS:
         raise EqgenError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     if steps < 1:
         raise EqgenError(f"steps must be at least 1, got {steps}")
-
-    def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-        t = torch.full((len(z),), t, device=x.device, dtype=x.dtype)
-        return head(x, t, z) if cfg is None else guided_velocity(head, x, t, z, cfg)
-
-    return SOLVERS[solver](velocity, noise, steps)
+    if rho <= 0:
+        raise EqgenError(f"rho must be positive, got {rho}")

@@ -26,7 +26,9 @@ from .sampling import TokenSampler, generate_tokens
 from .tokenizer import ColumnTokenizer, TokenizerConfig
 
 BUILTIN = Path(__file__).parent / "assets" / "builtin"
-DEFAULTS = dict(cfg=3.0, steps=50, solver="heun", temperature=1.0)
+# Heun on a grid denser near the data (rho 1.5): 10 steps = 19 head evaluations per token, closer to the exact
+# ODE solution than the paper's 100 Euler steps (benchmarks/bench_solvers.py).
+DEFAULTS = dict(cfg=3.0, steps=10, solver="heun", rho=1.5, temperature=1.0)
 
 
 class Pipeline:
@@ -123,7 +125,7 @@ class Pipeline:
     def generate(self, classes, num_tokens: int | None = None, *, seed: int = 0, cfg_schedule: str = "linear",
                  progress: bool = False, **options) -> torch.Tensor:
         """One image per entry of `classes`: [B,3,H,num_tokens·f] in [-1, 1] (default: the training length).
-        Options: cfg, steps, solver, temperature (defaults in `DEFAULTS`)."""
+        Options: cfg, steps, solver, rho, temperature (defaults in `DEFAULTS`)."""
         num_tokens = num_tokens or self.generator.config.train_tokens
         tokens = generate_tokens(self.generator, self.labels(classes), num_tokens, cfg_schedule=cfg_schedule,
                                  generator=torch.Generator().manual_seed(seed), progress=progress,
@@ -149,7 +151,7 @@ class Pipeline:
 
         left: an image [3,H,w] in [-1,1] to continue to the right (outpainting): it is encoded and its tokens
         start the sequence. cfg_schedule defaults to constant: a linear ramp along a panorama would leave its
-        left part barely guided. Other options: cfg, steps, solver, temperature."""
+        left part barely guided. Other options: cfg, steps, solver, rho, temperature."""
         num_tokens = self.tokens_for_width(width)
         prefix = None
         if left is not None:

@@ -64,6 +64,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class TokenizerTask(Task):
+    # The semantic decoder gets gradients only while its alignment loss is on (from semantic_start, with a
+    # vision encoder), so under DDP some parameters sit out some steps.
+    find_unused_parameters = True
+
     def __init__(self, tokenizer: ColumnTokenizer, source: ImageSource, train: TokenizerTrainConfig, run: RunConfig):
         self.model, self.source, self.train, self.run = tokenizer, source, train, run
         self.loss = TokenizerLoss(train.losses)

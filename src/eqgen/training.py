@@ -106,6 +106,8 @@ class Task:
     device: torch.device = torch.device("cpu")
     rank: int = 0
     world_size: int = 1
+    # True when some parameters get no gradient in some steps (a loss that starts late): DDP must look for them.
+    find_unused_parameters: bool = False
 
     def modules(self) -> dict[str, nn.Module]:
         """Every trained module, by name (saved in the training state; wrapped in DDP when distributed)."""
@@ -157,11 +159,11 @@ def _init_distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _wrap(module: nn.Module, device: torch.device, world_size: int) -> nn.Module:
+def _wrap(module: nn.Module, device: torch.device, world_size: int, find_unused: bool) -> nn.Module:
     if world_size == 1 or not any(p.requires_grad for p in module.parameters()):
         return module
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -203,7 +205,7 @@ def fit(task: Task, run: RunConfig, out: str | Path, resume: bool = False) -> nn
         if rank == 0 and (out / "training_state.pt").exists():
             raise EqgenError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
         torch.manual_seed(run.seed + rank)
-    task.wrapped = {name: _wrap(m, device, world_size) for name, m in task.modules().items()}
+    task.wrapped = {name: _wrap(m, device, world_size, task.find_unused_parameters) for name, m in task.modules().items()}
 
     def save(step: int) -> None:
         rng = _gather_rng(world_size)

@@ -59,8 +59,9 @@ class Session:
 class App:
     """The model and the live sessions; every method takes and returns plain JSON-able values."""
 
-    def __init__(self, pipe: Pipeline, max_width: int = 4096, max_sessions: int = 8, steps: int = 30):
-        self.pipe, self.max_width, self.max_sessions, self.steps = pipe, max_width, max_sessions, steps
+    def __init__(self, pipe: Pipeline, max_width: int = 4096, max_sessions: int = 8, **options):
+        """options: the sampler's (steps, solver, rho, temperature); the pipeline's defaults otherwise."""
+        self.pipe, self.max_width, self.max_sessions, self.options = pipe, max_width, max_sessions, options
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.lock = threading.Lock()  # one generation at a time: the CPU is the bottleneck anyway
 
@@ -78,7 +79,7 @@ class App:
         if width > self.max_width:
             raise EqgenError(f"width {width} is more than this server allows ({self.max_width} px)")
         num_tokens = self.pipe.tokens_for_width(width)
-        sampler = self.pipe.sampler(cls, num_tokens, seed=seed, cfg=cfg, cfg_schedule="constant", steps=self.steps)
+        sampler = self.pipe.sampler(cls, num_tokens, seed=seed, cfg=cfg, cfg_schedule="constant", **self.options)
         sid = uuid.uuid4().hex
         self.sessions[sid] = Session(sampler, num_tokens)
         while len(self.sessions) > self.max_sessions:
