@@ -1,7 +1,7 @@
 """Long-image fidelity: flat for ground truth itself, and it catches drift, blur and seams."""
 import numpy as np
 
-from eqgen.evaluation.long_images import drift_table, ground_truth, offset_stats
+from eqgen.evaluation.long_images import drift_summary, drift_table, ground_truth, offset_stats
 
 
 def test_ground_truth_against_itself_is_flat_and_drift_is_caught():
@@ -13,6 +13,10 @@ def test_ground_truth_against_itself_is_flat_and_drift_is_caught():
     ramp = np.clip(other.astype(float) + np.linspace(0, 120, 512)[None, None, :, None], 0, 255).astype(np.uint8)
     drifted = drift_table(offset_stats(ramp, 64), offset_stats(truth, 64))
     assert drifted[-1]["colour_z"] > 3 * max(drifted[0]["colour_z"], 0.2)
+    early, late = drift_summary(drifted)["colour_z"]
+    assert late > 3 * max(early, 0.2)
+    early, late = drift_summary(rows)["texture_ratio"]
+    assert abs(late - early) < 0.2
 
     blurred = ((other.astype(float) + np.roll(other, 1, axis=2) + np.roll(other, -1, axis=2)) / 3).astype(np.uint8)
     assert np.mean([r["texture_ratio"] for r in drift_table(offset_stats(blurred, 64), offset_stats(truth, 64))]) < 0.8

@@ -385,7 +385,7 @@ def _add_eval(commands) -> None:
 def _eval_long(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .evaluation.long_images import drift_table, ground_truth, offset_stats
+    from .evaluation.long_images import drift_summary, drift_table, ground_truth, offset_stats
     from .pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model)
@@ -398,6 +398,8 @@ def _eval_long(args: argparse.Namespace) -> None:
     print(f"{'offset px':>9} {'colour z':>9} {'texture':>8} {'seams':>6}")
     for row in rows[:: args.every] + ([rows[-1]] if (len(rows) - 1) % args.every else []):
         print(f"{row['offset']:9d} {row['colour_z']:9.2f} {row['texture_ratio']:8.2f} {row['seam_ratio']:6.2f}")
+    summary = drift_summary(rows)
+    print("first vs last quarter: " + ", ".join(f"{k} {a:.2f} -> {b:.2f}" for k, (a, b) in summary.items()))
 
 
 def _eval_samples(args: argparse.Namespace) -> None:

@@ -49,8 +49,11 @@ class ResBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)
+    def modulation(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.adaLN_modulation(y).chunk(3, dim=-1)
+
+    def forward(self, h: torch.Tensor, mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        shift, scale, gate = mod
         return h + gate * self.mlp(modulate(self.in_ln(h), shift, scale))
 
 
@@ -61,8 +64,11 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(width, out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)
+    def modulation(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.adaLN_modulation(y).chunk(2, dim=-1)
+
+    def forward(self, h: torch.Tensor, mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        shift, scale = mod
         return self.linear(modulate(self.norm_final(h), shift, scale))
 
 
@@ -93,15 +99,19 @@ class FlowHead(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """x [N, C] noisy tokens, t [N] (or [1]) times in [0, 1], z [N, D] conditions -> velocity [N, C]."""
-        return self.velocity(x, self.time_embed(t) + self.cond_embed(z))
+        return self.velocity(x, self.modulations(self.time_embed(t) + self.cond_embed(z)))
 
-    def velocity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The residual MLP given the modulation y = time_embed(t) + cond_embed(z) [N or 1, width]: an ODE
-        embeds z once per token and t once per step."""
+    def modulations(self, y: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """Every block's (shift, scale[, gate]) from y = time_embed(t) + cond_embed(z) [N, width]. They do not
+        depend on the noisy token, so an ODE computes them once per time, not once per evaluation."""
+        return [block.modulation(y) for block in self.res_blocks] + [self.final_layer.modulation(y)]
+
+    def velocity(self, x: torch.Tensor, mods: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+        """The residual MLP on the noisy tokens x [N, C] under `modulations(y)`."""
         h = self.input_proj(x)
-        for block in self.res_blocks:
-            h = block(h, y)
-        return self.final_layer(h, y)
+        for block, mod in zip(self.res_blocks, mods):
+            h = block(h, mod)
+        return self.final_layer(h, mods[-1])
 
 
 def flow_matching_loss(head: FlowHead, x0: torch.Tensor, z: torch.Tensor, draws: int = 1) -> torch.Tensor:
@@ -186,13 +196,19 @@ def sample(head: FlowHead, z: torch.Tensor, noise: torch.Tensor, steps: int = 10
     guided (`cfg=None`: no unconditional branch at all)."""
     check_solver(solver, steps, rho)
     times = time_grid(steps, rho)
-    # z is embedded once per token and every time of the grid once: only their sum changes along the ODE.
+    # z is embedded once per token and the grid's times in one call; the blocks' modulations once per time
+    # (Heun's corrector at t and its next predictor at t share them).
     cond = head.cond_embed(z)
     embedded = dict(zip(times, head.time_embed(torch.tensor(times, device=z.device, dtype=z.dtype)).split(1)))
+    current: dict[float, list] = {}
 
     def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-        y = embedded[t] + cond
-        return head.velocity(x, y) if cfg is None else guide(head.velocity(torch.cat([x, x]), y), cfg)
+        if t not in current:
+            current.clear()
+            current[t] = head.modulations(embedded[t] + cond)
+        if cfg is None:
+            return head.velocity(x, current[t])
+        return guide(head.velocity(torch.cat([x, x]), current[t]), cfg)
 
     return SOLVERS[solver](velocity, noise, times)
 

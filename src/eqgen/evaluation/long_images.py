@@ -51,6 +51,13 @@ def drift_table(generated: OffsetStats, truth: OffsetStats) -> list[dict[str, fl
     return rows
 
 
+def drift_summary(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """Each statistic's mean over the first and over the last quarter of the offsets: equal pairs = no drift."""
+    quarter = max(1, len(rows) // 4)
+    return {key: (float(np.mean([r[key] for r in rows[:quarter]])), float(np.mean([r[key] for r in rows[-quarter:]])))
+            for key in ("colour_z", "texture_ratio", "seam_ratio")}
+
+
 def ground_truth(cls: str, n: int, width: int, height: int, seed: int = 10**6) -> np.ndarray:
     """n renders of the class at the panoramas' size, from seeds no training run uses."""
     return render_batch([cls] * n, [seed + i for i in range(n)], width, height)
