@@ -72,3 +72,11 @@ def test_panorama_token_phase_memory_does_not_grow_with_width(pipe):
             sampler.step()
         sizes.append(sampler.cache_nbytes())
     assert sizes[0] == sizes[1] > 0
+
+
+@pytest.mark.slow
+def test_compiled_flow_head_samples_like_the_eager_one(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "p")
+    compiled = Pipeline.from_pretrained(tmp_path / "p").compile()
+    torch.testing.assert_close(compiled.generate(["a", "c"], 5, steps=3, seed=4),
+                               pipe.generate(["a", "c"], 5, steps=3, seed=4), atol=1e-4, rtol=0)
