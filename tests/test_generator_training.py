@@ -77,3 +77,15 @@ def test_bad_options(tokenizer_dir, tmp_path):
                         preset="tiny", cache_images=4, cache_width=64, cache_dir=tmp_path / "cache")
     with pytest.raises(EqgenError, match="unknown --crops"):
         GeneratorTrainConfig(crops="middle")
+
+
+def test_the_analysis_switches_from_the_command_line(tokenizer_dir, tmp_path):
+    from eqgen.cli import main
+
+    out = tmp_path / "full"
+    assert main(["train", "generator", "--preset", "tiny", "--tokenizer", str(tokenizer_dir), "--out", str(out),
+                 "--cache-images", "4", "--cache-width", "64", "--steps", "2", "--batch-size", "2",
+                 "--window", "0", "--rope-shift", "1", "--crops", "edge", "--train-positions", "0,2"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["generator"]["window"] is None and saved["generator"]["rope_shift"] == 1
+    assert saved["training"]["train_positions"] == [0, 2] and saved["training"]["crops"] == "edge"

@@ -147,9 +147,8 @@ def train_generator(tokenizer_dir: str | Path, data: str, out: str | Path, run: 
         saved = load_json(out / CONFIG)
         config = from_dict(GeneratorConfig, saved["generator"])
     else:
-        overrides = {k: v for k, v in model_overrides.items() if v is not None}
         config = from_preset(GeneratorConfig, GENERATOR_PRESETS, preset, token_dim=cache.token_dim,
-                             num_classes=len(cache.classes), **overrides)
+                             num_classes=len(cache.classes), **model_overrides)
     torch.manual_seed(run.seed)
     generator = EquivariantGenerator(config)
     export = {"tokenizer": to_dict(tokenizer.config), "classes": cache.classes}

@@ -37,6 +37,22 @@ def rasterize(tokens: torch.Tensor, height: int) -> torch.Tensor:
     return tokens.reshape(B, W, CH // height, height).permute(0, 2, 3, 1)
 
 
+def patchify(latent: torch.Tensor, rows: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, W, C·H] like `columnize`, but for the 2-D grid baseline (paper Table 3, AR-MAR-2D):
+    the latent is cut into `rows` rows of patches, each H/rows tall and `rows` wide, read in raster order.
+    Same token count and channels as columns; W must be a multiple of `rows`."""
+    B, C, H, W = latent.shape
+    x = latent.reshape(B, C, rows, H // rows, W // rows, rows)           # c, grid row, ph, grid column, pw
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(B, W, C * H)
+
+
+def unpatchify(tokens: torch.Tensor, height: int, rows: int) -> torch.Tensor:
+    """[B, N, C·H] -> [B, C, H, N], the inverse of `patchify`."""
+    B, N, CH = tokens.shape
+    x = tokens.reshape(B, rows, N // rows, CH // height, height // rows, rows)   # grid row, grid column, c, ph, pw
+    return x.permute(0, 3, 1, 4, 2, 5).reshape(B, CH // height, height, N)
+
+
 def conv_tokens(conv: nn.Conv1d, tokens: torch.Tensor) -> torch.Tensor:
     """A Conv1d along the token axis of [B, N, C]: each token also sees its two neighbours."""
     return conv(tokens.transpose(1, 2)).transpose(1, 2)
@@ -66,6 +82,7 @@ class TokenizerConfig:
     semantic_res_blocks: int = 2
     semantic_dim: int = 768             # channels of the frozen vision encoder the semantic output aligns to
     latent_scale: float = 1.0           # tokens × latent_scale ≈ unit variance for the generator
+    grid_rows: int = 0                  # 0: column tokens. k > 0: the 2-D grid baseline (`patchify`), k token rows
 
     def __post_init__(self):
         for name in ("ch_mult", "attn_resolutions", "semantic_widths"):
@@ -81,6 +98,8 @@ class TokenizerConfig:
         if any(self.ch * m % 4 for m in self.ch_mult):
             raise EqgenError(f"ch × ch_mult must be multiples of 4 (the pixel-shuffle resamplers), got "
                              f"{[self.ch * m for m in self.ch_mult]}")
+        if self.grid_rows and (self.grid_rows < 0 or self.latent_height % self.grid_rows):
+            raise EqgenError(f"grid_rows {self.grid_rows} must divide the {self.latent_height} latent rows")
         normed = {self.ch * m for m in self.ch_mult} | set(self.semantic_widths)
         if any(c % self.norm_groups for c in normed):
             raise EqgenError(f"norm_groups {self.norm_groups} must divide every channel count {sorted(normed)}")
@@ -260,13 +279,15 @@ class Encoder(nn.Module):
         self.norm_out = norm(chans[-1], g)
         self.conv_out = conv3x3(chans[-1], cfg.z_channels)
         self.encoder1d = token_conv(cfg.column_channels, cfg.column_channels)
+        self.grid_rows = cfg.grid_rows
 
     def forward(self, x):
         h = self.conv_in(x)
         for level in self.down:
             h = level.resample(level(h))
         h = self.conv_out(F.silu(self.norm_out(self.mid(h))))
-        return conv_tokens(self.encoder1d, columnize(h))
+        tokens = patchify(h, self.grid_rows) if self.grid_rows else columnize(h)
+        return conv_tokens(self.encoder1d, tokens)
 
 
 class Decoder(nn.Module):
@@ -276,6 +297,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         g, self.latent_height, levels = cfg.norm_groups, cfg.latent_height, len(cfg.ch_mult)
+        self.grid_rows = cfg.grid_rows
         cin = cfg.ch * cfg.ch_mult[-1]
         self.decoder1d = token_conv(cfg.column_channels, cfg.column_channels)
         self.conv_in = conv3x3(cfg.z_channels, cin)
@@ -291,7 +313,9 @@ class Decoder(nn.Module):
         self.conv_out = conv3x3(cin, cfg.out_channels)
 
     def forward(self, columns):
-        h = rasterize(conv_tokens(self.decoder1d, columns), self.latent_height)
+        columns = conv_tokens(self.decoder1d, columns)
+        h = (unpatchify(columns, self.latent_height, self.grid_rows) if self.grid_rows
+             else rasterize(columns, self.latent_height))
         h = self.mid(self.conv_in(h))
         lowest, *rest = reversed(self.up)
         features = lowest(h)
@@ -354,8 +378,9 @@ class ColumnTokenizer(Pretrained, nn.Module):
         H, W = images.shape[-2:]
         if H != cfg.height:
             raise EqgenError(f"image height {H} != the tokenizer's height {cfg.height} (resize or crop first)")
-        if W % f or W < 2 * f:
-            raise EqgenError(f"image width {W} must be a multiple of {f} and at least {2 * f} (two tokens)")
+        step = f * max(1, cfg.grid_rows)
+        if W % step or W < 2 * f:
+            raise EqgenError(f"image width {W} must be a multiple of {step} and at least {2 * f} (two tokens)")
         return conv_tokens(self.quant_layer, self.encoder(images))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -402,6 +427,9 @@ class ColumnTokenizer(Pretrained, nn.Module):
             raise EqgenError(f"tokens must be [B, N, {self.config.embed_dim}], got {list(tokens.shape)}")
         if tokens.shape[1] < 2:
             raise EqgenError("decoding needs at least 2 tokens (the token convolutions pad by reflection)")
+        if self.config.grid_rows and tokens.shape[1] % self.config.grid_rows:
+            raise EqgenError(f"a grid of {self.config.grid_rows} token rows needs a multiple of "
+                             f"{self.config.grid_rows} tokens, got {tokens.shape[1]}")
         images, features = self.decoder(conv_tokens(self.post_quant_layer, tokens))
         if not return_semantic:
             return images

@@ -156,13 +156,16 @@ def train_tokenizer(data: str, out: str | Path, run: RunConfig, preset: str = "d
     if resume:
         config = from_dict(TokenizerConfig, load_json(out / CONFIG))
     elif train is not None and train.init_from:
-        config = from_dict(TokenizerConfig, load_json(Path(train.init_from) / CONFIG))
+        given = {k: v for k, v in overrides.items() if v is not None}
+        config = from_dict(TokenizerConfig, {**load_json(Path(train.init_from) / CONFIG), **given})
     else:
         config = from_preset(TokenizerConfig, TOKENIZER_PRESETS, preset, **overrides)
     train = train or from_preset(TokenizerTrainConfig, TRAIN_PRESETS, preset if preset in TRAIN_PRESETS else "paper")
     source = ImageSource(data, config.height, train.image_width or config.height, seed=run.seed)
     torch.manual_seed(run.seed)
-    tokenizer = ColumnTokenizer.from_pretrained(train.init_from) if train.init_from else ColumnTokenizer(config)
+    tokenizer = ColumnTokenizer(config)
+    if train.init_from:   # the weights of a trained tokenizer; `overrides` may change what keeps their shapes
+        tokenizer.load_state_dict(ColumnTokenizer.from_pretrained(train.init_from).state_dict())
     task = TokenizerTask(tokenizer, source, train, run)
     ema = fit(task, run, out, resume=resume)
     if task.rank == 0:

@@ -11,10 +11,9 @@ from typing import Iterable
 
 import torch
 
-from ..data.landscapes import render_batch
 from ..flow import evaluations, sample
 from ..generator import NULL_LABEL
-from ..imageio import from_uint8
+from .positions import held_out_tokens
 
 REFERENCE = ("heun", 400, 1.0)
 
@@ -22,11 +21,9 @@ REFERENCE = ("heun", 400, 1.0)
 @torch.no_grad()
 def teacher_conditions(pipe, per_class: int, tokens: int, guided: bool) -> torch.Tensor:
     """z [N, D] of every token of `per_class` held-out renders of each class ([cond; uncond] [2N, D] if guided)."""
-    classes = torch.arange(len(pipe.classes)).repeat_interleave(per_class)
-    seeds = list(range(10_000, 10_000 + len(classes)))  # training renders use other seeds
-    x = pipe.encode(from_uint8(render_batch(classes.tolist(), seeds, tokens * pipe.token_width, pipe.height)))
+    x, classes = held_out_tokens(pipe, per_class, tokens)
     branches = [classes] + ([torch.full_like(classes, NULL_LABEL)] if guided else [])
-    return torch.cat([pipe.generator.condition(x, y.to(x.device)).flatten(0, 1) for y in branches])
+    return torch.cat([pipe.generator.condition(x, y) for y in branches]).flatten(0, 1)
 
 
 @torch.no_grad()
