@@ -48,7 +48,7 @@ def test_landscape_scores_of_the_built_in_model(pipe):
 
     scores = landscape_scores(pipe, per_class=4, steps=5)
     assert scores["class_accuracy"] >= 0.9
-    assert 0 <= scores["precision"] <= 1 and 0 <= scores["recall"] <= 1
+    assert 0 <= scores["landscape_precision"] <= 1 and 0 <= scores["landscape_recall"] <= 1
     assert scores["landscape_fid"] >= 0 and 1 <= scores["landscape_is"] <= 8
 
 

@@ -45,3 +45,66 @@ def test_precision_recall():
     assert p > 0.95 and r < 0.2
     with pytest.raises(EqgenError):
         precision_recall(real[:2], real[:2])
+
+
+class _TinyInception(torch.nn.Module):
+    """The interface of the TorchScript FID Inception (uint8 in, return_features=True gives [N, D]), small and
+    randomly initialised."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(x.float() / 127.5 - 1, size=(32, 32), mode="bilinear")
+        features = self.conv(x).mean(dim=(2, 3))
+        return features if return_features else features.softmax(-1)
+
+
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("inception") / "inception.pt"
+    torch.jit.script(_TinyInception()).save(str(path))
+    return path
+
+
+def test_inception_features_from_a_torchscript_file(inception_file, tmp_path):
+    from eqgen.errors import EqgenError
+    from eqgen.evaluation.inception import InceptionFeatures
+
+    extract = InceptionFeatures(inception_file)
+    images = torch.rand(5, 3, 16, 40) * 2 - 1
+    expected = torch.jit.load(str(inception_file))(((images + 1) * 127.5).round().to(torch.uint8), return_features=True)
+    torch.testing.assert_close(extract(images, batch=2), expected)
+    with pytest.raises(EqgenError, match="no Inception weights"):
+        InceptionFeatures(tmp_path / "missing.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(EqgenError, match="not a TorchScript Inception network"):
+        InceptionFeatures(tmp_path / "bad.pt")
+
+
+def test_eval_tokenizer_prints_psnr_and_rfids(inception_file, capsys):
+    from eqgen.cli import main
+
+    assert main(["eval", "tokenizer", "-n", "16", "--inception", str(inception_file)]) == 0
+    scores = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    assert 20 < float(scores["psnr"]) < 40
+    assert float(scores["landscape_rfid"]) >= 0 and float(scores["inception_rfid"]) >= 0
+
+
+def test_tokenizer_rfid_is_zero_for_a_perfect_reconstruction():
+    from eqgen.evaluation.scores import tokenizer_scores
+
+    class Identity(torch.nn.Module):   # a "tokenizer" that reconstructs exactly
+        config = type("C", (), {"height": 32})()
+        token_width = 8
+
+        def encode(self, x):
+            return x
+
+        def decode(self, x):
+            return x
+
+    scores = tokenizer_scores(Identity(), n=24, width_tokens=4)
+    assert scores["psnr"] > 90 and abs(scores["landscape_rfid"]) < 1e-3

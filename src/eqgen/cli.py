@@ -387,7 +387,19 @@ def _add_eval(commands) -> None:
     _solver_flags(q)
     q.add_argument("--cfg", type=float, default=3.0)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--inception", help="also Inception-FID: the TorchScript inception-2015-12-05.pt (a local file)")
     q.set_defaults(run=_eval_samples)
+    t = kinds.add_parser("tokenizer", help="reconstruction PSNR and rFID of a tokenizer on fresh renders",
+                         description="Encodes and decodes fresh landscape renders of every class; prints PSNR and "
+                                     "the landscape-rFID (and Inception-rFID with --inception).")
+    source = t.add_mutually_exclusive_group()
+    source.add_argument("--tokenizer", help="a tokenizer directory (eqgen train tokenizer --out)")
+    source.add_argument("--model", default="builtin", help="or the tokenizer of a model directory (default: built-in)")
+    t.add_argument("-n", "--images", type=int, default=256, help="renders to reconstruct (default: 256)")
+    t.add_argument("--tokens", type=int, default=16, help="render width in tokens (default: 16)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--inception", help="also Inception-rFID: the TorchScript inception-2015-12-05.pt")
+    t.set_defaults(run=_eval_tokenizer)
 
 
 def _eval_long(args: argparse.Namespace) -> None:
@@ -417,7 +429,21 @@ def _eval_samples(args: argparse.Namespace) -> None:
     if args.per_class < 2:
         raise EqgenError("--per-class must be at least 2")
     scores = landscape_scores(Pipeline.from_pretrained(args.model), args.per_class, args.seed, cfg=args.cfg,
-                              **_solver_options(args))
+                              inception=args.inception, **_solver_options(args))
+    for name, value in scores.items():
+        print(f"{name:28} {value:.3f}")
+
+
+def _eval_tokenizer(args: argparse.Namespace) -> None:
+    from .evaluation.scores import tokenizer_scores
+    from .pipeline import Pipeline
+    from .tokenizer import ColumnTokenizer
+
+    if args.images < 2:
+        raise EqgenError("-n must be at least 2")
+    tokenizer = (ColumnTokenizer.from_pretrained(args.tokenizer) if args.tokenizer
+                 else Pipeline.from_pretrained(args.model).tokenizer)
+    scores = tokenizer_scores(tokenizer, args.images, args.tokens, args.seed, inception=args.inception)
     for name, value in scores.items():
         print(f"{name:28} {value:.3f}")
 

@@ -3,7 +3,7 @@ precision/recall of manifolds (Kynkäänniemi et al. 2019).
 
 They work on any feature extractor. Scores computed with eqgen's landscape classifier are named as such
 (`landscape-FID`), never presented as Inception-FID; Inception-FID needs the standard Inception weights,
-which `eqgen eval --inception PATH` loads from a local file.
+which `eqgen eval samples|tokenizer --inception FILE` loads from a local file (evaluation/inception.py).
 """
 from __future__ import annotations
 

@@ -1,38 +1,75 @@
 """Sample quality of a landscape model, with eqgen's own landscape classifier as the feature extractor:
-landscape-FID, an IS-style score, precision/recall and class accuracy against fresh renders.
+landscape-FID, an IS-style score, precision/recall and class accuracy against fresh renders; rFID of a tokenizer.
 
-These are *landscape* scores, comparable between eqgen models on the built-in data — never Inception-FID.
+These are *landscape* scores, comparable between eqgen models on the built-in data — never Inception-FID. Given
+the standard Inception weights (a local file, `InceptionFeatures`), the same comparisons are also made on
+Inception features and named `inception_*`.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from ..data.landscapes import iterate_landscapes
 from .classifier import LandscapeClassifier
+from .inception import InceptionFeatures
 from .metrics import fid_from_features, inception_score, precision_recall
 
 
+def _extractors(inception: str | Path | None, batch: int) -> dict:
+    classifier = LandscapeClassifier.from_pretrained()
+    extractors = {"landscape": lambda x: torch.cat([classifier.features(c) for c in x.split(batch)]).numpy()}
+    if inception:
+        extractors["inception"] = InceptionFeatures(inception)
+    return extractors
+
+
+def _compare(prefix: str, real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
+    precision, recall = precision_recall(real, fake)
+    return {f"{prefix}_fid": fid_from_features(real, fake), f"{prefix}_precision": precision,
+            f"{prefix}_recall": recall}
+
+
 @torch.no_grad()
-def landscape_scores(pipe, per_class: int = 16, seed: int = 0, batch: int = 32, **options) -> dict[str, float]:
+def landscape_scores(pipe, per_class: int = 16, seed: int = 0, batch: int = 32, inception: str | Path | None = None,
+                     **options) -> dict[str, float]:
     """Scores of `per_class` samples of every class; `reference_fid_real_vs_real` is the same FID between two
     sets of renders of the same size: the floor that sampling noise alone gives."""
-    classifier = LandscapeClassifier.from_pretrained()
+    extractors = _extractors(inception, batch)
     n = per_class * len(pipe.classes)
     width = pipe.generator.config.train_tokens * pipe.token_width
 
-    def features(images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([classifier.features(chunk) for chunk in images.split(batch)])
-
     def renders(offset: int) -> torch.Tensor:
-        return features(next(iterate_landscapes(n, pipe.height, width, seed=offset + seed))[0]).numpy()
+        return next(iterate_landscapes(n, pipe.height, width, seed=offset + seed))[0]
 
     labels = torch.arange(len(pipe.classes)).repeat_interleave(per_class)
-    fake = torch.cat([features(pipe.generate(chunk.tolist(), seed=seed + i, **options))
-                      for i, chunk in enumerate(labels.split(batch))])
-    logits = classifier.head(fake)
+    fake = torch.cat([pipe.generate(chunk.tolist(), seed=seed + i, **options) for i, chunk in enumerate(labels.split(batch))])
     real = renders(10**6)
-    precision, recall = precision_recall(real, fake.numpy())
-    return {"landscape_fid": fid_from_features(real, fake.numpy()), "landscape_is": inception_score(logits)[0],
-            "precision": precision, "recall": recall,
-            "class_accuracy": float((logits.argmax(1) == labels).float().mean()),
-            "reference_fid_real_vs_real": fid_from_features(real, renders(2 * 10**6))}
+    scores = {}
+    for name, extract in extractors.items():
+        scores.update(_compare(name, extract(real), extract(fake)))
+    logits = LandscapeClassifier.from_pretrained().head(torch.from_numpy(extractors["landscape"](fake)))
+    scores.update({"landscape_is": inception_score(logits)[0],
+                   "class_accuracy": float((logits.argmax(1) == labels).float().mean()),
+                   "reference_fid_real_vs_real": fid_from_features(extractors["landscape"](real),
+                                                                   extractors["landscape"](renders(2 * 10**6)))})
+    return scores
+
+
+@torch.no_grad()
+def tokenizer_scores(tokenizer, n: int = 256, width_tokens: int = 16, seed: int = 0, batch: int = 32,
+                     inception: str | Path | None = None) -> dict[str, float]:
+    """Reconstruction quality on `n` fresh renders of every class in turn: PSNR and rFID (the FID between the
+    reconstructions and the originals) on landscape features, and on Inception features when given."""
+    from ..tokenizer_training import psnr
+
+    extractors = _extractors(inception, batch)
+    images = next(iterate_landscapes(n, tokenizer.config.height, width_tokens * tokenizer.token_width,
+                                     seed=3 * 10**6 + seed))[0]
+    recon = torch.cat([tokenizer.decode(tokenizer.encode(c)).clamp(-1, 1) for c in images.split(batch)])
+    scores = {"psnr": psnr(recon, images)}
+    for name, extract in extractors.items():
+        scores[f"{name}_rfid"] = fid_from_features(extract(images), extract(recon))
+    return scores
