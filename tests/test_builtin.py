@@ -60,3 +60,11 @@ def test_the_default_solver_beats_the_papers_100_euler_steps_on_the_shipped_mode
                                 cfg=DEFAULTS["cfg"], per_class=1, tokens=8)
     assert ours["evaluations"] <= 25 < paper["evaluations"]
     assert ours["error"] <= paper["error"]
+
+
+def test_per_class_fids_of_the_built_in_model(pipe):
+    from eqgen.evaluation.scores import class_fids
+
+    fids = class_fids(pipe, per_class=4, steps=5)
+    assert list(fids) == pipe.classes
+    assert all(fid >= 0 and floor >= 0 for fid, floor in fids.values())

@@ -12,3 +12,12 @@ def test_shipped_classifier_on_fresh_renders_any_width():
         images, labels = next(iterate_landscapes(64, 64, width, seed=123_457))
         assert (classifier(images).argmax(1) == labels).float().mean() >= 0.95
     assert classifier.features(images).shape == (64, classifier.config.feature_dim)
+
+
+def test_training_the_classifier_from_the_command_line(tmp_path, capsys):
+    from eqgen.cli import main
+
+    assert main(["eval", "train-classifier", "--out", str(tmp_path / "c"), "--steps", "60", "--batch-size", "16"]) == 0
+    accuracy = float(capsys.readouterr().out.split()[2].rstrip(";"))
+    assert accuracy > 0.4                                # 8 classes: chance is 0.125
+    assert LandscapeClassifier.from_pretrained(tmp_path / "c").config.num_classes == 8

@@ -388,6 +388,7 @@ def _add_eval(commands) -> None:
     q.add_argument("--cfg", type=float, default=3.0)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--inception", help="also Inception-FID: the TorchScript inception-2015-12-05.pt (a local file)")
+    q.add_argument("--per-class-fid", action="store_true", help="also the landscape-FID of every class on its own")
     q.set_defaults(run=_eval_samples)
     t = kinds.add_parser("tokenizer", help="reconstruction PSNR and rFID of a tokenizer on fresh renders",
                          description="Encodes and decodes fresh landscape renders of every class; prints PSNR and "
@@ -400,6 +401,14 @@ def _add_eval(commands) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--inception", help="also Inception-rFID: the TorchScript inception-2015-12-05.pt")
     t.set_defaults(run=_eval_tokenizer)
+    c = kinds.add_parser("train-classifier", help="train the landscape classifier that the landscape scores use",
+                         description="Trains eqgen's landscape classifier on fresh renders (the shipped one was "
+                                     "made this way) and prints its held-out accuracy.")
+    c.add_argument("--out", required=True, help="a directory for the classifier (config.json + safetensors)")
+    c.add_argument("--steps", type=int, default=1200)
+    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(run=_eval_train_classifier)
 
 
 def _eval_long(args: argparse.Namespace) -> None:
@@ -428,10 +437,27 @@ def _eval_samples(args: argparse.Namespace) -> None:
 
     if args.per_class < 2:
         raise EqgenError("--per-class must be at least 2")
-    scores = landscape_scores(Pipeline.from_pretrained(args.model), args.per_class, args.seed, cfg=args.cfg,
-                              inception=args.inception, **_solver_options(args))
+    pipe = Pipeline.from_pretrained(args.model)
+    scores = landscape_scores(pipe, args.per_class, args.seed, cfg=args.cfg, inception=args.inception,
+                              **_solver_options(args))
     for name, value in scores.items():
         print(f"{name:28} {value:.3f}")
+    if args.per_class_fid:
+        from .evaluation.scores import class_fids
+
+        print(f"\n{'class':<10} {'landscape-FID':>14} {'real vs real':>13}")
+        for cls, (fid, floor) in class_fids(pipe, args.per_class, args.seed, cfg=args.cfg,
+                                            **_solver_options(args)).items():
+            print(f"{cls:<10} {fid:14.2f} {floor:13.2f}")
+
+
+def _eval_train_classifier(args: argparse.Namespace) -> None:
+    from .evaluation.classifier import train_classifier
+
+    if args.steps < 1 or args.batch_size < 2:
+        raise EqgenError("--steps must be positive and --batch-size at least 2")
+    _, accuracy = train_classifier(args.out, args.steps, args.batch_size, args.seed)
+    print(f"held-out accuracy {accuracy:.3f}; wrote {args.out}")
 
 
 def _eval_tokenizer(args: argparse.Namespace) -> None:

@@ -73,3 +73,26 @@ def tokenizer_scores(tokenizer, n: int = 256, width_tokens: int = 16, seed: int 
     for name, extract in extractors.items():
         scores[f"{name}_rfid"] = fid_from_features(extract(images), extract(recon))
     return scores
+
+
+@torch.no_grad()
+def class_fids(pipe, per_class: int = 32, seed: int = 0, batch: int = 32, **options) -> dict[str, tuple[float, float]]:
+    """Landscape-FID of each class's samples against renders of that class, and the same FID between two sets
+    of renders of the class (the floor that sampling noise gives): {class: (fid, floor)}."""
+    from ..data.landscapes import render_batch
+    from ..imageio import from_uint8
+
+    extract = _extractors(None, batch)["landscape"]
+    width = pipe.generator.config.train_tokens * pipe.token_width
+
+    def renders(cls: str, offset: int) -> np.ndarray:
+        seeds = [offset + seed + i for i in range(per_class)]
+        return extract(from_uint8(render_batch([cls] * per_class, seeds, width, pipe.height)))
+
+    fids = {}
+    for i, cls in enumerate(pipe.classes):
+        fake = torch.cat([pipe.generate([cls] * len(chunk), seed=seed + 1000 * i + j, **options)
+                          for j, chunk in enumerate(torch.arange(per_class).split(batch))])
+        real = renders(cls, 10**6)
+        fids[cls] = (fid_from_features(real, extract(fake)), fid_from_features(real, renders(cls, 2 * 10**6)))
+    return fids
