@@ -7,6 +7,9 @@ from scipy import linalg
 from eqgen.errors import EqgenError
 from eqgen.evaluation.metrics import fid_from_features, frechet_distance, inception_score, precision_recall
 
+# The standard FID Inception weights exist as TorchScript, which torch now marks deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+
 
 def test_fid_of_a_set_with_itself_is_zero():
     x = np.random.default_rng(0).normal(size=(500, 8))

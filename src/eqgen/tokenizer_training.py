@@ -151,15 +151,15 @@ def train_tokenizer(data: str, out: str | Path, run: RunConfig, preset: str = "d
                     train: TokenizerTrainConfig | None = None, **overrides: Any) -> ColumnTokenizer:
     """`eqgen train tokenizer`: --out becomes a tokenizer directory (config.json + model.safetensors, the EMA
     weights). At the end the latent scale is measured on held-out images and written into config.json.
-    `overrides` are TokenizerConfig fields."""
+    `overrides` are TokenizerConfig fields (None = not given)."""
     out = Path(out)
+    given = {k: v for k, v in overrides.items() if v is not None}
     if resume:
         config = from_dict(TokenizerConfig, load_json(out / CONFIG))
     elif train is not None and train.init_from:
-        given = {k: v for k, v in overrides.items() if v is not None}
         config = from_dict(TokenizerConfig, {**load_json(Path(train.init_from) / CONFIG), **given})
     else:
-        config = from_preset(TokenizerConfig, TOKENIZER_PRESETS, preset, **overrides)
+        config = from_preset(TokenizerConfig, TOKENIZER_PRESETS, preset, **given)
     train = train or from_preset(TokenizerTrainConfig, TRAIN_PRESETS, preset if preset in TRAIN_PRESETS else "paper")
     source = ImageSource(data, config.height, train.image_width or config.height, seed=run.seed)
     torch.manual_seed(run.seed)
