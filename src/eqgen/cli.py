@@ -527,7 +527,7 @@ def _add_report(commands) -> None:
                                         "About 45 minutes on a 2-core CPU; a rerun continues where it stopped.")
     p.add_argument("--out", default="runs/report", help="where runs and results.json go (default: runs/report)")
     p.add_argument("--doc", default="docs/reproduction.md", help="the report (default: docs/reproduction.md)")
-    p.add_argument("--steps", type=int, default=600, help="generator steps per experiment (default: 600)")
+    p.add_argument("--steps", type=int, default=800, help="generator steps per experiment (default: 800)")
     p.add_argument("--tokenizer-steps", type=int, default=300, help="tokenizer fine-tuning steps (default: 300)")
     p.add_argument("--per-class", type=int, default=16, help="samples per class for the scores (default: 16)")
     p.add_argument("--cache-images", type=int, default=1000, help="renders per token cache (default: 1000)")

@@ -62,7 +62,7 @@ EXPERIMENTS: dict[str, tuple[str, dict]] = {
 
 @dataclass
 class ReportConfig:
-    steps: int = 600                  # generator steps per experiment
+    steps: int = 800                  # generator steps per experiment
     batch: int = 32
     tokenizer_steps: int = 300        # fine-tuning steps of each tokenizer
     cache_images: int = 1000          # renders in each token cache (×2 with flips)
