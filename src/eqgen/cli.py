@@ -440,8 +440,7 @@ def _eval_samples(args: argparse.Namespace) -> None:
     pipe = Pipeline.from_pretrained(args.model)
     scores = landscape_scores(pipe, args.per_class, args.seed, cfg=args.cfg, inception=args.inception,
                               **_solver_options(args))
-    for name, value in scores.items():
-        print(f"{name:28} {value:.3f}")
+    _print_scores(scores)
     if args.per_class_fid:
         from .evaluation.scores import class_fids
 
@@ -449,6 +448,11 @@ def _eval_samples(args: argparse.Namespace) -> None:
         for cls, (fid, floor) in class_fids(pipe, args.per_class, args.seed, cfg=args.cfg,
                                             **_solver_options(args)).items():
             print(f"{cls:<10} {fid:14.2f} {floor:13.2f}")
+
+
+def _print_scores(scores: dict[str, float]) -> None:
+    for name, value in scores.items():
+        print(f"{name:28} {value:.3f}")
 
 
 def _eval_train_classifier(args: argparse.Namespace) -> None:
@@ -470,8 +474,7 @@ def _eval_tokenizer(args: argparse.Namespace) -> None:
     tokenizer = (ColumnTokenizer.from_pretrained(args.tokenizer) if args.tokenizer
                  else Pipeline.from_pretrained(args.model).tokenizer)
     scores = tokenizer_scores(tokenizer, args.images, args.tokens, args.seed, inception=args.inception)
-    for name, value in scores.items():
-        print(f"{name:28} {value:.3f}")
+    _print_scores(scores)
 
 
 def _add_analyze(commands) -> None:

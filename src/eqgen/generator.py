@@ -241,7 +241,9 @@ class EquivariantGenerator(Pretrained, nn.Module):
         """labels [B] (NULL_LABEL = the null class) -> what every image token needs from the class tokens."""
         if labels.ndim != 1 or labels.dtype not in (torch.int32, torch.int64):
             raise EqgenError(f"labels must be a 1-D integer tensor, got {labels.dtype} of shape {list(labels.shape)}")
-        if len(labels) and not labels.is_meta and not NULL_LABEL <= int(labels.min()) <= int(labels.max()) < self.config.num_classes:
+        # (meta tensors, as in FLOP counting, have no values to check)
+        if len(labels) and not labels.is_meta and not (
+                NULL_LABEL <= int(labels.min()) <= int(labels.max()) < self.config.num_classes):
             raise EqgenError(f"labels must lie in 0..{self.config.num_classes - 1} (or {NULL_LABEL} for no class)")
         null = (labels == NULL_LABEL)[:, None]
         class_embedding = torch.where(null, self.fake_latent, self.class_emb(labels.clamp(min=0)))

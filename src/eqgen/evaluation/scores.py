@@ -18,12 +18,13 @@ from .inception import InceptionFeatures
 from .metrics import fid_from_features, inception_score, precision_recall
 
 
-def _extractors(inception: str | Path | None, batch: int) -> dict:
+def _extractors(inception: str | Path | None, batch: int) -> tuple[LandscapeClassifier, dict]:
+    """The shipped landscape classifier, and feature extractors by name: landscape (and inception if given)."""
     classifier = LandscapeClassifier.from_pretrained()
     extractors = {"landscape": lambda x: torch.cat([classifier.features(c) for c in x.split(batch)]).numpy()}
     if inception:
         extractors["inception"] = InceptionFeatures(inception)
-    return extractors
+    return classifier, extractors
 
 
 def _compare(prefix: str, real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
@@ -37,7 +38,7 @@ def landscape_scores(pipe, per_class: int = 16, seed: int = 0, batch: int = 32, 
                      **options) -> dict[str, float]:
     """Scores of `per_class` samples of every class; `reference_fid_real_vs_real` is the same FID between two
     sets of renders of the same size: the floor that sampling noise alone gives."""
-    extractors = _extractors(inception, batch)
+    classifier, extractors = _extractors(inception, batch)
     n = per_class * len(pipe.classes)
     width = pipe.generator.config.train_tokens * pipe.token_width
 
@@ -46,14 +47,15 @@ def landscape_scores(pipe, per_class: int = 16, seed: int = 0, batch: int = 32, 
 
     labels = torch.arange(len(pipe.classes)).repeat_interleave(per_class)
     fake = torch.cat([pipe.generate(chunk.tolist(), seed=seed + i, **options) for i, chunk in enumerate(labels.split(batch))])
-    real = renders(10**6)
+    features = {name: (extract(renders(10**6)), extract(fake)) for name, extract in extractors.items()}
     scores = {}
-    for name, extract in extractors.items():
-        scores.update(_compare(name, extract(real), extract(fake)))
-    logits = LandscapeClassifier.from_pretrained().head(torch.from_numpy(extractors["landscape"](fake)))
+    for name, (real_features, fake_features) in features.items():
+        scores.update(_compare(name, real_features, fake_features))
+    real_features, fake_features = features["landscape"]
+    logits = classifier.head(torch.from_numpy(fake_features))
     scores.update({"landscape_is": inception_score(logits)[0],
                    "class_accuracy": float((logits.argmax(1) == labels).float().mean()),
-                   "reference_fid_real_vs_real": fid_from_features(extractors["landscape"](real),
+                   "reference_fid_real_vs_real": fid_from_features(real_features,
                                                                    extractors["landscape"](renders(2 * 10**6)))})
     return scores
 
@@ -65,7 +67,7 @@ def tokenizer_scores(tokenizer, n: int = 256, width_tokens: int = 16, seed: int 
     reconstructions and the originals) on landscape features, and on Inception features when given."""
     from ..tokenizer_training import psnr
 
-    extractors = _extractors(inception, batch)
+    _, extractors = _extractors(inception, batch)
     images = next(iterate_landscapes(n, tokenizer.config.height, width_tokens * tokenizer.token_width,
                                      seed=3 * 10**6 + seed))[0]
     recon = torch.cat([tokenizer.decode(tokenizer.encode(c)).clamp(-1, 1) for c in images.split(batch)])
@@ -82,7 +84,7 @@ def class_fids(pipe, per_class: int = 32, seed: int = 0, batch: int = 32, **opti
     from ..data.landscapes import render_batch
     from ..imageio import from_uint8
 
-    extract = _extractors(None, batch)["landscape"]
+    extract = _extractors(None, batch)[1]["landscape"]
     width = pipe.generator.config.train_tokens * pipe.token_width
 
     def renders(cls: str, offset: int) -> np.ndarray:
