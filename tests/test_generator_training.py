@@ -47,16 +47,20 @@ def test_token_cache_holds_images_and_their_mirrors(tokenizer_dir, tmp_path):
     assert TokenCache(tmp_path / "c").part(1, 2) == range(10, 20)
 
 
-def _train(tokenizer_dir, out, steps, **kwargs):
+def _losses(out):
+    return [json.loads(l)["loss"] for l in (out / "metrics.jsonl").read_text().splitlines() if "loss" in l]
+
+
+def _train(tokenizer_dir, out, steps, init_from=None, **kwargs):
     run = RunConfig(steps=steps, batch_size=8, save_every=10, log_every=5, ema_decay=0.9)
-    train = GeneratorTrainConfig(lr=5e-3 * 256 / 8, warmup_steps=5, seq_len=8)
+    train = GeneratorTrainConfig(lr=5e-3 * 256 / 8, warmup_steps=5, seq_len=8, init_from=init_from)
     return train_generator(tokenizer_dir, "landscapes", out, run, train, preset="tiny", cache_images=24,
                            cache_width=64, cache_dir=out.parent / "cache", **kwargs)
 
 
 def test_training_lowers_the_loss_and_resumes_exactly(tokenizer_dir, tmp_path):
     _train(tokenizer_dir, tmp_path / "a", 80)
-    losses = [json.loads(l)["loss"] for l in (tmp_path / "a/metrics.jsonl").read_text().splitlines() if "loss" in l]
+    losses = _losses(tmp_path / "a")
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:2])
     # Interrupted at step 20 (a run asked for 20 steps), then resumed to 30 == 30 steps straight.
     _train(tokenizer_dir, tmp_path / "b", 20)
@@ -68,6 +72,22 @@ def test_training_lowers_the_loss_and_resumes_exactly(tokenizer_dir, tmp_path):
     # The run directory is a pipeline.
     pipe = Pipeline.from_pretrained(tmp_path / "a")
     assert pipe.generate("alpine", 4, steps=2).shape == (1, 3, 16, 4 * pipe.token_width)
+    # Fine-tuning from it starts where it ended, far below a fresh start.
+    _train(tokenizer_dir, tmp_path / "d", 10, init_from=str(tmp_path / "a"))
+    assert _losses(tmp_path / "d")[0] < 0.8 * np.mean(losses[:2])
+    assert abs(_losses(tmp_path / "d")[0] - np.mean(losses[-4:])) < 0.2 * np.mean(losses[-4:])
+
+
+def test_fine_tuning_needs_a_model_of_the_same_tokens(tokenizer_dir, tmp_path):
+    from eqgen.cli import main
+
+    other = ColumnTokenizer(from_preset(TokenizerConfig, TOKENIZER_PRESETS, "tiny", embed_dim=6))
+    other.save_pretrained(tmp_path / "tok6")
+    args = ["train", "generator", "--preset", "tiny", "--cache-images", "4", "--cache-width", "64", "--steps", "1",
+            "--batch-size", "2"]
+    assert main(args + ["--tokenizer", str(tmp_path / "tok6"), "--out", str(tmp_path / "six")]) == 0
+    assert main(args + ["--tokenizer", str(tokenizer_dir), "--out", str(tmp_path / "four"),
+                        "--init-from", str(tmp_path / "six")]) == 2
 
 
 def test_bad_options(tokenizer_dir, tmp_path):

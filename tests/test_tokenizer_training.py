@@ -118,9 +118,11 @@ def test_decoder_only_stage_from_the_command_line(tmp_path, capsys):
     assert main(common + ["--out", str(tmp_path / "first")]) == 0
     assert main(common + ["--out", str(tmp_path / "bad"), "--decoder-only"]) == 2
     assert "init_from" in capsys.readouterr().err
-    assert main(common + ["--out", str(tmp_path / "second"), "--decoder-only", "--init-from", str(tmp_path / "first")]) == 0
+    assert main(common + ["--out", str(tmp_path / "second"), "--decoder-only", "--init-from", str(tmp_path / "first"),
+                          "--noise-std", "0.5"]) == 0
     first = ColumnTokenizer.from_pretrained(tmp_path / "first").state_dict()  # the stage starts from these (EMA)
     second = torch.load(tmp_path / "second/training_state.pt", weights_only=True)["modules"]["model"]
     assert all(torch.equal(first[k], second[k]) for k in first if k.startswith("encoder."))
     assert not all(torch.equal(first[k], second[k]) for k in first if k.startswith("decoder."))
-    assert ColumnTokenizer.from_pretrained(tmp_path / "second").config.height == 16
+    config = ColumnTokenizer.from_pretrained(tmp_path / "second").config
+    assert config.height == 16 and config.noise_std == 0.5

@@ -66,6 +66,7 @@ def _add_train(commands) -> None:
     tok.add_argument("--decoder-only", action="store_true", help="second stage: fine-tune the decoder only "
                                                                  "(with --init-from)")
     tok.add_argument("--init-from", help="a trained tokenizer directory to start from")
+    tok.add_argument("--noise-std", type=float, help="largest std of the noise posterior (default: the preset's)")
     tok.add_argument("--grid-rows", type=int, help="tokens on a 2-D grid of this many rows, raster order (the "
                                                    "paper's AR-MAR-2D baseline); default: columns")
     tok.set_defaults(run=_train_tokenizer)
@@ -84,6 +85,7 @@ def _add_train(commands) -> None:
     gen.add_argument("--crops", default="interior", help="edge, interior or equivariant (default: interior)")
     gen.add_argument("--window", type=int, help="attention window (default: the preset's); 0 = full causal")
     gen.add_argument("--train-positions", help="train the loss only on these positions, e.g. 0,2,4,6")
+    gen.add_argument("--init-from", help="a pipeline directory (or 'builtin') whose generator to fine-tune")
     gen.add_argument("--rope-shift", type=int, help="random RoPE shift range (default: the preset's, 16); 1 = none")
     gen.set_defaults(run=_train_generator)
 
@@ -102,7 +104,7 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
     if args.adversarial_start is not None:
         train.losses.adversarial_start = args.adversarial_start
     train_tokenizer(args.data, args.out, _run_config(args), preset=args.preset, resume=args.resume, train=train,
-                    grid_rows=args.grid_rows)
+                    grid_rows=args.grid_rows, noise_std=args.noise_std)
 
 
 def _train_generator(args: argparse.Namespace) -> None:
@@ -110,7 +112,8 @@ def _train_generator(args: argparse.Namespace) -> None:
     from .generator_training import TRAIN_PRESETS, GeneratorTrainConfig, train_generator
 
     train = from_dict(GeneratorTrainConfig, {**TRAIN_PRESETS.get(args.preset, {}), "crops": args.crops,
-                                             "train_positions": _int_list(args.train_positions, "--train-positions")})
+                                             "train_positions": _int_list(args.train_positions, "--train-positions"),
+                                             "init_from": args.init_from})
     for flag, field in (("lr", "lr"), ("warmup", "warmup_steps"), ("seq_len", "seq_len")):
         if getattr(args, flag) is not None:
             setattr(train, field, getattr(args, flag))

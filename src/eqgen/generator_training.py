@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .checkpoint import CONFIG, save_weights
+from .checkpoint import CONFIG, load_fitting, save_weights
 from .configs import from_dict, from_preset, load_json, to_dict
 from .errors import EqgenError
 from .token_cache import TokenCache, build_token_cache
@@ -39,6 +39,7 @@ class GeneratorTrainConfig:
     #   equivariant  crops of `window + 1` tokens at random columns (the paper's "real equivariant" variant).
     crops: str = "interior"
     train_positions: list[int] | None = None  # the loss only at these positions (paper Table 1); None = all
+    init_from: str | None = None      # a pipeline directory (or "builtin") whose generator weights to start from
 
     def __post_init__(self):
         if self.crops not in CROPS:
@@ -135,6 +136,7 @@ def train_generator(tokenizer_dir: str | Path, data: str, out: str | Path, run: 
     and every `--model` option load."""
     from .data.sources import ImageSource
     from .generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
+    from .pipeline import Pipeline
     from .tokenizer import ColumnTokenizer
 
     out = Path(out)
@@ -143,14 +145,24 @@ def train_generator(tokenizer_dir: str | Path, data: str, out: str | Path, run: 
     source = ImageSource(data, height, cache_width or height, seed=run.seed)
     cache = build_token_cache(tokenizer, source, cache_dir or default_cache_dir(out), cache_images,
                               device=resolve_device(run.device))
+    start = None
     if resume:
-        saved = load_json(out / CONFIG)
-        config = from_dict(GeneratorConfig, saved["generator"])
+        config = from_dict(GeneratorConfig, load_json(out / CONFIG)["generator"])
+    elif train.init_from:   # a trained model's shapes and weights; `model_overrides` may change what keeps them
+        pretrained = Pipeline.from_pretrained(train.init_from)
+        start = pretrained.generator
+        config = from_dict(GeneratorConfig, {**to_dict(start.config), **model_overrides})
+        if config.token_dim != cache.token_dim or pretrained.classes != cache.classes:
+            raise EqgenError(f"{train.init_from} models {config.token_dim}-channel tokens of classes "
+                             f"{', '.join(pretrained.classes)}; the data gives {cache.token_dim} channels and classes "
+                             f"{', '.join(cache.classes)}")
     else:
         config = from_preset(GeneratorConfig, GENERATOR_PRESETS, preset, token_dim=cache.token_dim,
                              num_classes=len(cache.classes), **model_overrides)
     torch.manual_seed(run.seed)
     generator = EquivariantGenerator(config)
+    if start is not None:
+        load_fitting(generator, start.state_dict(), str(train.init_from), "does not fit the configured generator")
     export = {"tokenizer": to_dict(tokenizer.config), "classes": cache.classes}
     if not resume:
         save_weights(out / "tokenizer.safetensors", tokenizer.state_dict())
