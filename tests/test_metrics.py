@@ -5,7 +5,7 @@ import torch
 from scipy import linalg
 
 from eqgen.errors import EqgenError
-from eqgen.evaluation.metrics import fid_from_features, frechet_distance, inception_score, precision_recall
+from eqgen.evaluation.metrics import detail_ratio, fid_from_features, frechet_distance, inception_score, precision_recall
 
 # The standard FID Inception weights exist as TorchScript, which torch now marks deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -87,12 +87,29 @@ def test_inception_features_from_a_torchscript_file(inception_file, tmp_path):
         InceptionFeatures(tmp_path / "bad.pt")
 
 
-def test_eval_tokenizer_prints_psnr_and_rfids(inception_file, capsys):
+def test_detail_ratio_sees_blur_and_invented_texture():
+    from eqgen.data.landscapes import render_batch
+    from eqgen.imageio import from_uint8
+
+    images = from_uint8(render_batch([1, 2, 6], [0, 1, 2], 128, 64))
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(images, (2, 2, 2, 2), mode="reflect"), 5, 1)
+    noisy = images + 0.1 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    assert detail_ratio(images, images) == pytest.approx(1.0)
+    assert detail_ratio(images, blurred) < 0.6 < 1.5 < detail_ratio(images, noisy)
+    assert detail_ratio(images, torch.zeros_like(images)) == 0.0
+
+
+def test_eval_tokenizer_prints_psnr_and_rfids(inception_file, capsys, tmp_path):
+    from PIL import Image
+
     from eqgen.cli import main
 
-    assert main(["eval", "tokenizer", "-n", "16", "--inception", str(inception_file)]) == 0
-    scores = dict(line.split() for line in capsys.readouterr().out.splitlines())
-    assert 20 < float(scores["psnr"]) < 40
+    assert main(["eval", "tokenizer", "-n", "16", "--inception", str(inception_file),
+                 "--png", str(tmp_path / "r.png")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    scores = dict(line.split() for line in out if not line.startswith("wrote"))
+    assert 20 < float(scores["psnr"]) < 40 and 0 < float(scores["detail_ratio"]) < 2
+    assert Image.open(tmp_path / "r.png").size[1] > 16 * 64   # 8 originals and 8 reconstructions, 64 px tall
     assert float(scores["landscape_rfid"]) >= 0 and float(scores["inception_rfid"]) >= 0
 
 
@@ -110,4 +127,4 @@ def test_tokenizer_rfid_is_zero_for_a_perfect_reconstruction():
             return x
 
     scores = tokenizer_scores(Identity(), n=24, width_tokens=4)
-    assert scores["psnr"] > 90 and abs(scores["landscape_rfid"]) < 1e-3
+    assert scores["psnr"] > 90 and abs(scores["landscape_rfid"]) < 1e-3 and scores["detail_ratio"] == pytest.approx(1)

@@ -403,6 +403,7 @@ def _add_eval(commands) -> None:
     t.add_argument("--tokens", type=int, default=16, help="render width in tokens (default: 16)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--inception", help="also Inception-rFID: the TorchScript inception-2015-12-05.pt")
+    t.add_argument("--png", help="also write one fresh render per class here, each above its reconstruction")
     t.set_defaults(run=_eval_tokenizer)
     c = kinds.add_parser("train-classifier", help="train the landscape classifier that the landscape scores use",
                          description="Trains eqgen's landscape classifier on fresh renders (the shipped one was "
@@ -468,7 +469,11 @@ def _eval_train_classifier(args: argparse.Namespace) -> None:
 
 
 def _eval_tokenizer(args: argparse.Namespace) -> None:
+    import torch
+
+    from .data.landscapes import CLASSES, render_batch
     from .evaluation.scores import tokenizer_scores
+    from .imageio import from_uint8, save_grid
     from .pipeline import Pipeline
     from .tokenizer import ColumnTokenizer
 
@@ -478,6 +483,14 @@ def _eval_tokenizer(args: argparse.Namespace) -> None:
                  else Pipeline.from_pretrained(args.model).tokenizer)
     scores = tokenizer_scores(tokenizer, args.images, args.tokens, args.seed, inception=args.inception)
     _print_scores(scores)
+    if args.png:
+        seeds = [4 * 10**6 + args.seed + i for i in range(len(CLASSES))]
+        images = from_uint8(render_batch(range(len(CLASSES)), seeds, args.tokens * tokenizer.token_width,
+                                         tokenizer.config.height))
+        with torch.no_grad():
+            recon = tokenizer.decode(tokenizer.encode(images)).clamp(-1, 1)
+        pairs = torch.stack([x for pair in zip(images, recon) for x in pair])
+        print(f"wrote {save_grid(pairs, args.png, nrow=1)}")
 
 
 def _add_analyze(commands) -> None:

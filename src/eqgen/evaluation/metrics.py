@@ -1,5 +1,5 @@
 """Distribution metrics on features: Fréchet distance (FID's formula), Inception-Score-style score, and
-precision/recall of manifolds (Kynkäänniemi et al. 2019).
+precision/recall of manifolds (Kynkäänniemi et al. 2019); and on pixels, the detail ratio (sharpness).
 
 They work on any feature extractor. Scores computed with eqgen's landscape classifier are named as such
 (`landscape-FID`), never presented as Inception-FID; Inception-FID needs the standard Inception weights,
@@ -59,3 +59,15 @@ def precision_recall(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
         return float((torch.cdist(queries, support) <= radii[None]).any(dim=1).double().mean())
 
     return covered(real, fake), covered(fake, real)
+
+
+def detail_ratio(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """How much fine detail `fake` keeps: the mean energy of its high frequencies (each image minus its 3×3 box
+    blur) over that of `real`, both [B,3,H,W]. 1 = as detailed; a blurred reconstruction scores well below 1,
+    invented texture above. Blind to where the detail sits, so read it next to a distance such as FID or PSNR."""
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        x = x.double()
+        blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), 3, 1)
+        return (x - blurred).pow(2).mean()
+
+    return float(energy(fake) / energy(real).clamp_min(1e-12))

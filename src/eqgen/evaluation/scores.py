@@ -1,5 +1,6 @@
 """Sample quality of a landscape model, with eqgen's own landscape classifier as the feature extractor:
-landscape-FID, an IS-style score, precision/recall and class accuracy against fresh renders; rFID of a tokenizer.
+landscape-FID, an IS-style score, precision/recall, class accuracy and the detail ratio (sharpness) against fresh
+renders; PSNR, rFID and detail ratio of a tokenizer.
 
 These are *landscape* scores, comparable between eqgen models on the built-in data — never Inception-FID. Given
 the standard Inception weights (a local file, `InceptionFeatures`), the same comparisons are also made on
@@ -15,7 +16,7 @@ import torch
 from ..data.landscapes import iterate_landscapes
 from .classifier import LandscapeClassifier
 from .inception import InceptionFeatures
-from .metrics import fid_from_features, inception_score, precision_recall
+from .metrics import detail_ratio, fid_from_features, inception_score, precision_recall
 
 
 def _extractors(inception: str | Path | None, batch: int) -> tuple[LandscapeClassifier, dict]:
@@ -47,13 +48,14 @@ def landscape_scores(pipe, per_class: int = 16, seed: int = 0, batch: int = 32, 
 
     labels = torch.arange(len(pipe.classes)).repeat_interleave(per_class)
     fake = torch.cat([pipe.generate(chunk.tolist(), seed=seed + i, **options) for i, chunk in enumerate(labels.split(batch))])
-    features = {name: (extract(renders(10**6)), extract(fake)) for name, extract in extractors.items()}
+    real = renders(10**6)
+    features = {name: (extract(real), extract(fake)) for name, extract in extractors.items()}
     scores = {}
     for name, (real_features, fake_features) in features.items():
         scores.update(_compare(name, real_features, fake_features))
     real_features, fake_features = features["landscape"]
     logits = classifier.head(torch.from_numpy(fake_features))
-    scores.update({"landscape_is": inception_score(logits)[0],
+    scores.update({"landscape_is": inception_score(logits)[0], "detail_ratio": detail_ratio(real, fake),
                    "class_accuracy": float((logits.argmax(1) == labels).float().mean()),
                    "reference_fid_real_vs_real": fid_from_features(real_features,
                                                                    extractors["landscape"](renders(2 * 10**6)))})
@@ -63,15 +65,16 @@ def landscape_scores(pipe, per_class: int = 16, seed: int = 0, batch: int = 32, 
 @torch.no_grad()
 def tokenizer_scores(tokenizer, n: int = 256, width_tokens: int = 16, seed: int = 0, batch: int = 32,
                      inception: str | Path | None = None) -> dict[str, float]:
-    """Reconstruction quality on `n` fresh renders of every class in turn: PSNR and rFID (the FID between the
-    reconstructions and the originals) on landscape features, and on Inception features when given."""
+    """Reconstruction quality on `n` fresh renders of every class in turn: PSNR, the detail ratio (1 = as sharp
+    as the originals) and rFID (the FID between the reconstructions and the originals) on landscape features,
+    and on Inception features when given."""
     from ..tokenizer_training import psnr
 
     _, extractors = _extractors(inception, batch)
     images = next(iterate_landscapes(n, tokenizer.config.height, width_tokens * tokenizer.token_width,
                                      seed=3 * 10**6 + seed))[0]
     recon = torch.cat([tokenizer.decode(tokenizer.encode(c)).clamp(-1, 1) for c in images.split(batch)])
-    scores = {"psnr": psnr(recon, images)}
+    scores = {"psnr": psnr(recon, images), "detail_ratio": detail_ratio(images, recon)}
     for name, extract in extractors.items():
         scores[f"{name}_rfid"] = fid_from_features(extract(images), extract(recon))
     return scores
