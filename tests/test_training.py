@@ -116,6 +116,15 @@ def test_atomic_write_keeps_previous_file_on_crash(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"], "no temporary file is left behind"
 
 
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644   # not mkstemp's 0600
+
+
 def test_truncated_training_state_is_a_clear_error(tmp_path):
     _run(tmp_path / "t", steps=5)
     state = tmp_path / "t/training_state.pt"

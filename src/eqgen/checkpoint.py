@@ -26,11 +26,18 @@ WEIGHTS = "model.safetensors"
 TRAINING_STATE = "training_state.pt"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would hide the file from everyone else
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
