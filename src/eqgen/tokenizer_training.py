@@ -50,7 +50,7 @@ class TokenizerTrainConfig:
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # The built-in landscapes on a CPU: no pretrained backbones, so pixel L1 + regulariser + PatchGAN.
-    "demo": dict(lr=1.5e-3, warmup_steps=200, decay_every=4000, image_width=128,
+    "demo": dict(lr=5e-4, warmup_steps=200, decay_every=4000, image_width=128,
                  losses=dict(adversarial_start=2000, discriminator_channels=32, semantic_weight=0.0)),
     "tiny": dict(lr=2e-3, warmup_steps=5, decay_every=0, image_width=32, eval_images=8, eval_wide=4,
                  losses=dict(perceptual_weight=0.0, adversarial_weight=0.0, semantic_weight=0.0)),
