@@ -65,7 +65,7 @@ def landscape_scores(pipe, per_class: int = 16, seed: int = 0, batch: int = 32, 
 @torch.no_grad()
 def tokenizer_scores(tokenizer, n: int = 256, width_tokens: int = 16, seed: int = 0, batch: int = 32,
                      inception: str | Path | None = None) -> dict[str, float]:
-    """Reconstruction quality on `n` fresh renders of every class in turn: PSNR, the detail ratio (1 = as sharp
+    """Reconstruction quality on `n` fresh renders (classes drawn uniformly): PSNR, the detail ratio (1 = as sharp
     as the originals) and rFID (the FID between the reconstructions and the originals) on landscape features,
     and on Inception features when given."""
     from ..tokenizer_training import psnr
