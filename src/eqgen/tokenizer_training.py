@@ -150,7 +150,8 @@ def measure_latent_scale(tokenizer: ColumnTokenizer, images: torch.Tensor) -> fl
 def train_tokenizer(data: str, out: str | Path, run: RunConfig, preset: str = "demo", resume: bool = False,
                     train: TokenizerTrainConfig | None = None, **overrides: Any) -> ColumnTokenizer:
     """`eqgen train tokenizer`: --out becomes a tokenizer directory (config.json + model.safetensors, the EMA
-    weights). At the end the latent scale is measured on held-out images and written into config.json.
+    weights). At the end the latent scale is measured on held-out images and written into config.json (a
+    decoder-only stage keeps the scale of the tokenizer it starts from: its tokens are unchanged).
     `overrides` are TokenizerConfig fields (None = not given)."""
     out = Path(out)
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -169,6 +170,7 @@ def train_tokenizer(data: str, out: str | Path, run: RunConfig, preset: str = "d
     task = TokenizerTask(tokenizer, source, train, run)
     ema = fit(task, run, out, resume=resume)
     if task.rank == 0:
-        ema.config.latent_scale = measure_latent_scale(ema, task.held_out().to(task.device))
+        if not train.decoder_only:  # a frozen encoder keeps its scale: generators on its tokens were trained with it
+            ema.config.latent_scale = measure_latent_scale(ema, task.held_out().to(task.device))
         save_json(out / CONFIG, to_dict(ema.config))
     return ema
