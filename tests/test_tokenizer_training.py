@@ -127,3 +127,16 @@ def test_decoder_only_stage_from_the_command_line(tmp_path, capsys):
     assert not all(torch.equal(first[k], second[k]) for k in first if k.startswith("decoder."))
     config = ColumnTokenizer.from_pretrained(tmp_path / "second").config
     assert config.height == 16 and config.noise_std == 0.5
+
+
+def test_optimizer_flags_from_the_command_line(tmp_path):
+    from eqgen.cli import main
+
+    args = ["train", "tokenizer", "--preset", "tiny", "--steps", "4", "--batch-size", "2", "--warmup", "1",
+            "--decay-every", "2", "--betas", "0.8", "0.95", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    state = torch.load(tmp_path / "run/training_state.pt", weights_only=True)
+    assert state["optimizers"]["model"]["param_groups"][0]["betas"] == (0.8, 0.95)
+    last = [m for m in metrics(tmp_path / "run") if "lr_model" in m][-1]
+    assert last["lr_model"] == pytest.approx(2e-3 * 0.2)   # the preset's rate, ×0.2 two steps after the warm-up
+    assert main(args[:-2] + ["--betas", "0.5", "1.0", "--out", str(tmp_path / "bad")]) == 2

@@ -10,7 +10,7 @@ from torch import nn
 
 from eqgen.checkpoint import atomic_write_bytes, load_model_dir, load_training_state
 from eqgen.errors import EqgenError
-from eqgen.training import RunConfig, Task, clip_and_step, fit, warmup_lr
+from eqgen.training import RunConfig, Task, clip_and_step, fit, resolve_precision, warmup_lr
 
 GLOBAL_BATCH = 8
 
@@ -46,7 +46,10 @@ class Regression(Task):
 
     def training_step(self, batch, step):
         x, y = batch
-        loss = (self.wrapped["model"](x) - y).pow(2).mean()
+        with self.autocast():
+            prediction = self.wrapped["model"](x)
+        self.forward_dtype = prediction.dtype
+        loss = (prediction.float() - y).pow(2).mean()
         if step == self.nan_at:
             loss = loss * float("nan")
         self.opt.zero_grad()
@@ -59,18 +62,21 @@ class Regression(Task):
         return {"kind": "regression"}
 
 
-def _run(out, steps=12, resume=False, **task_kwargs):
+def _run(out, steps=12, resume=False, precision="fp32", **task_kwargs):
     task = Regression(**task_kwargs)
-    fit(task, RunConfig(steps=steps, save_every=5, log_every=1, ema_decay=0.9), out, resume=resume)
+    run = RunConfig(steps=steps, save_every=5, log_every=1, ema_decay=0.9, precision=precision)
+    fit(task, run, out, resume=resume)
     return task
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-    whole = _run(tmp_path / "a")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_equals_uninterrupted(tmp_path, precision):
+    whole = _run(tmp_path / "a", precision=precision)
+    assert whole.forward_dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     with pytest.raises(RuntimeError, match="killed"):
-        _run(tmp_path / "b", crash_at=7)
+        _run(tmp_path / "b", crash_at=7, precision=precision)
     assert load_training_state(tmp_path / "b")["step"] == 5
-    resumed = _run(tmp_path / "b", resume=True)
+    resumed = _run(tmp_path / "b", resume=True, precision=precision)
     for (k, v), w in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(v, w), k
     _, ema_a = load_model_dir(tmp_path / "a")
@@ -80,10 +86,25 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert steps == sorted(steps) and steps.count(6) == 1, "records after the checkpoint are dropped on resume"
 
 
-def test_training_reduces_loss(tmp_path):
-    _run(tmp_path / "r", steps=60)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_reduces_loss(tmp_path, precision):
+    _run(tmp_path / "r", steps=60, precision=precision)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "r/metrics.jsonl").read_text().splitlines()]
     assert sum(losses[-5:]) < 0.3 * sum(losses[:5])
+
+
+def test_precision_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", torch.device("cuda")) == torch.float32
+    assert resolve_precision("bf16", cpu) == torch.bfloat16
+    assert resolve_precision("auto", torch.device("cuda")) == torch.bfloat16
+    for avx512_bf16, amx, expected in [(False, False, torch.float32), (True, False, torch.bfloat16),
+                                       (False, True, torch.bfloat16)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        assert resolve_precision("auto", cpu) == expected
+    with pytest.raises(EqgenError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16", torch.device("cpu"))
 
 
 def test_nan_guard_keeps_last_good_checkpoint(tmp_path):
@@ -138,7 +159,7 @@ def _ddp_worker(rank, world_size, port, out):
     torch.set_num_threads(1)
     task = Regression()
     task.model[1].p = 0.0  # dropout draws differ per rank; the comparison below needs the same function
-    fit(task, RunConfig(steps=6, save_every=6, log_every=1, ema_decay=0.9), out)
+    fit(task, RunConfig(steps=6, save_every=6, log_every=1, ema_decay=0.9, precision="fp32"), out)
     torch.distributed.destroy_process_group()
 
 
@@ -149,7 +170,7 @@ def test_ddp_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
     mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "ddp")), nprocs=2, join=True)
     single = Regression()
     single.model[1].p = 0.0
-    fit(single, RunConfig(steps=6, save_every=6, log_every=1, ema_decay=0.9), tmp_path / "one")
+    fit(single, RunConfig(steps=6, save_every=6, log_every=1, ema_decay=0.9, precision="fp32"), tmp_path / "one")
     ddp_state = load_training_state(tmp_path / "ddp")["modules"]["model"]
     for k, v in single.model.state_dict().items():
         torch.testing.assert_close(ddp_state[k], v, rtol=1e-5, atol=1e-6)

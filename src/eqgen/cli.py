@@ -36,6 +36,8 @@ def _training_flags(parser: argparse.ArgumentParser, preset: str) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="bf16 autocast or fp32; auto: bf16 on CUDA and on CPUs with AVX512-BF16/AMX (default)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     parser.add_argument("--warmup", type=int, help="linear warm-up steps (default: the preset's)")
     parser.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default: 500)")
@@ -49,7 +51,7 @@ def _run_config(args: argparse.Namespace):
         if getattr(args, flag) <= 0:
             raise EqgenError(f"--{flag.replace('_', '-')} must be positive")
     return RunConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, ema_decay=args.ema,
-                     save_every=args.save_every, device=args.device)
+                     save_every=args.save_every, device=args.device, precision=args.precision)
 
 
 def _add_train(commands) -> None:
@@ -62,6 +64,9 @@ def _add_train(commands) -> None:
     _training_flags(tok, "demo")
     tok.add_argument("--width", type=int, help="training image width in pixels (default: the preset's)")
     tok.add_argument("--lpips", help="LPIPS weights (VGG16 + LPIPS heads, safetensors) for the perceptual loss")
+    tok.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"), help="Adam betas (default: the preset's)")
+    tok.add_argument("--decay-every", type=int, help="learning rate ×0.2 every N steps after warm-up; 0 = never "
+                                                     "(default: the preset's)")
     tok.add_argument("--adversarial-start", type=int, help="step at which the PatchGAN loss starts")
     tok.add_argument("--decoder-only", action="store_true", help="second stage: fine-tune the decoder only "
                                                                  "(with --init-from)")
@@ -95,7 +100,8 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
     from .tokenizer_training import TRAIN_PRESETS, TokenizerTrainConfig, train_tokenizer
 
     train = from_preset(TokenizerTrainConfig, TRAIN_PRESETS, args.preset if args.preset in TRAIN_PRESETS else "paper")
-    for flag, field in (("lr", "lr"), ("warmup", "warmup_steps"), ("width", "image_width")):
+    for flag, field in (("lr", "lr"), ("warmup", "warmup_steps"), ("width", "image_width"), ("betas", "betas"),
+                        ("decay_every", "decay_every")):
         if getattr(args, flag) is not None:
             setattr(train, field, getattr(args, flag))
     train = dataclasses.replace(train, decoder_only=args.decoder_only, init_from=args.init_from)  # re-validates

@@ -39,10 +39,29 @@ class RunConfig:
     save_every: int = 500
     eval_every: int = 0           # 0: evaluate only at the end
     device: str = "auto"
+    precision: str = "auto"       # bf16 (autocast), fp32, or auto: bf16 where the hardware has it
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Small pieces the tasks use
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively: CUDA, or a CPU with AVX512-BF16 or AMX (elsewhere CPU
+    bf16 is emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return True
+    cpu = torch.cpu
+    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of a training run: torch.bfloat16, or torch.float32 (no autocast)."""
+    if name not in ("auto", "bf16", "fp32"):
+        raise EqgenError(f"unknown precision {name!r} (use auto, bf16 or fp32)")
+    if name == "bf16" or (name == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    return torch.float32
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,6 +123,7 @@ class Task:
     model: nn.Module
     weights_name: str = WEIGHTS   # the file the EMA weights are exported to, beside config.json
     device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32     # the autocast dtype (set by `fit` from RunConfig.precision)
     rank: int = 0
     world_size: int = 1
     # True when some parameters get no gradient in some steps (a loss that starts late): DDP must look for them.
@@ -141,10 +161,11 @@ class Task:
     wrapped: dict[str, nn.Module]
 
     def autocast(self):
-        """bf16 autocast on CUDA, nothing on CPU (CPU bf16 is slower than fp32 on most machines)."""
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """Mixed precision for the forward passes: bf16 autocast, or nothing in fp32. Parameters, optimizer
+        state and EMA stay fp32."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -179,6 +200,7 @@ def fit(task: Task, run: RunConfig, out: str | Path, resume: bool = False) -> nn
         torch.cuda.set_device(device)
     rank, world_size = _init_distributed(device)
     task.device, task.rank, task.world_size = device, rank, world_size
+    task.dtype = resolve_precision(run.precision, device)
     for module in task.modules().values():
         module.to(device)
     ema = EMA(task.model, run.ema_decay)
@@ -223,7 +245,8 @@ def fit(task: Task, run: RunConfig, out: str | Path, resume: bool = False) -> nn
         save_model_dir(out, task.export_config(), ema.shadow.state_dict(), task.weights_name)
 
     log = _MetricsLog(out / "metrics.jsonl") if rank == 0 else None
-    progress = tqdm(total=run.steps, initial=start, disable=rank != 0, dynamic_ncols=True, desc="train")
+    progress = tqdm(total=run.steps, initial=start, disable=rank != 0, dynamic_ncols=True,
+                    desc=f"train {str(task.dtype).removeprefix('torch.')}")
     images, tick = 0, time.perf_counter()
     data = task.batches(start)
     with _StopRequests() as stop:
