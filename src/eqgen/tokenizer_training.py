@@ -1,10 +1,11 @@
 """Training the column tokenizer (paper appendix B.2) on the shared loop of `training.py`.
 
-Adam β=(0.5, 0.9) (the official; the demo preset's L1-only training takes (0.9, 0.99)); linear warm-up, then ×0.2 every `decay_every` steps; gradient clip 1.0; EMA (the exported
-weights). The losses and their weights are `losses.TokenizerLossConfig`; the PatchGAN discriminator has its
-own Adam. `decoder_only` is the official second stage: start from a trained tokenizer (`init_from`), freeze
-the encoder side, and fine-tune the decoder, its semantic head and the token un-projection. Every evaluation
-logs the held-out PSNR and writes a PNG of originals over reconstructions (wide renders for the landscapes).
+Adam β=(0.5, 0.9) (the official; the demo preset's L1-only training takes (0.9, 0.99)); linear warm-up, then
+×0.2 every `decay_every` steps; gradient clip 1.0; EMA (the exported weights). The losses and their weights
+are `losses.TokenizerLossConfig`; the PatchGAN discriminator has its own Adam. `decoder_only` is the official
+second stage: start from a trained tokenizer (`init_from`), freeze the encoder side, and fine-tune the
+decoder, its semantic head and the token un-projection. Every evaluation logs the held-out PSNR and writes a
+PNG of originals over reconstructions (wide renders for the landscapes).
 """
 from __future__ import annotations
 

@@ -51,8 +51,8 @@ def native_bf16(device: torch.device) -> bool:
     bf16 is emulated and slower than fp32)."""
     if device.type == "cuda":
         return True
-    cpu = torch.cpu
-    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")   # torch.cpu's own checks
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
