@@ -201,8 +201,6 @@ def fit(task: Task, run: RunConfig, out: str | Path, resume: bool = False) -> nn
     rank, world_size = _init_distributed(device)
     task.device, task.rank, task.world_size = device, rank, world_size
     task.dtype = resolve_precision(run.precision, device)
-    if run.precision == "auto" and device.type == "cpu" and world_size > 1:
-        task.dtype = torch.float32   # gloo with CPU bf16 autocast aborted a rank in 2 of ~10 tiny DDP runs here
     for module in task.modules().values():
         module.to(device)
     ema = EMA(task.model, run.ema_decay)
