@@ -89,6 +89,7 @@ def _ddp_worker(rank, port, out):
     mine = torch.cat([p.detach().flatten() for p in ema.parameters()])
     both = [torch.empty_like(mine) for _ in range(2)]
     torch.distributed.all_gather(both, mine)
+    torch.distributed.barrier()   # without it a rank could tear the group down while the other still gathered
     torch.distributed.destroy_process_group()
     torch.testing.assert_close(both[0], both[1], rtol=0, atol=0)
 
