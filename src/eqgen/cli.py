@@ -9,6 +9,7 @@ import dataclasses
 import sys
 
 from .errors import EqgenError
+from .training import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,7 @@ def _training_flags(parser: argparse.ArgumentParser, preset: str) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="bf16 autocast or fp32; auto: bf16 on CUDA and on CPUs with AVX512-BF16/AMX (default)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     parser.add_argument("--warmup", type=int, help="linear warm-up steps (default: the preset's)")

@@ -141,8 +141,9 @@ TOKENIZER_PRESETS: dict[str, dict] = {
     # invents texture that the tokens do not hold.
     # In 20 minutes here (2,400 steps with the training preset's Adam β (0.9, 0.99) and bf16): 25.0 dB, detail
     # 0.03, rFID 0.23 — still the soft stage; neither an L1 term on image gradients, nor the noise off (25.2 dB,
-    # detail 0.03, rFID 0.18), nor an earlier ×0.2 decay changes that. Longer helps slowly: the 4,800-step run continued to 7,343 steps at 1e-4
-    # reaches 27.4 dB, detail 0.12, rFID 0.041 (crisper clouds and canopies), and still no stars or cacti.
+    # detail 0.03, rFID 0.18), nor an earlier ×0.2 decay changes that. Longer helps slowly: the 4,800-step run
+    # continued to 7,343 steps at 1e-4 reaches 27.4 dB, detail 0.12, rFID 0.041 (crisper clouds and canopies),
+    # and still no stars or cacti.
     "demo": dict(height=64, ch=16, ch_mult=(1, 2, 4, 4), num_res_blocks=1, attn_resolutions=(), z_channels=8,
                  embed_dim=16, len_down_scale=3, norm_groups=8, noise_std=0.5, semantic_widths=()),
     # Unit tests.

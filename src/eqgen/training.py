@@ -55,10 +55,13 @@ def native_bf16(device: torch.device) -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """The autocast dtype of a training run: torch.bfloat16, or torch.float32 (no autocast)."""
-    if name not in ("auto", "bf16", "fp32"):
-        raise EqgenError(f"unknown precision {name!r} (use auto, bf16 or fp32)")
+    if name not in PRECISIONS:
+        raise EqgenError(f"unknown precision {name!r} (use {', '.join(PRECISIONS)})")
     if name == "bf16" or (name == "auto" and native_bf16(device)):
         return torch.bfloat16
     return torch.float32
