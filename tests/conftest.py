@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -25,4 +27,5 @@ def pipe() -> Pipeline:
 
 
 # Tests are many small ops: one thread each is fastest, and keeps a busy 2-core machine responsive.
-torch.set_num_threads(1)
+# EQGEN_TEST_THREADS=N runs them on N (`.ci/run` repeats the parity tests so, under other kernels).
+torch.set_num_threads(int(os.environ.get("EQGEN_TEST_THREADS", "1")))

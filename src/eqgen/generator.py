@@ -88,19 +88,21 @@ def receptive_field(window: int | None, depth: int) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Rotary position embedding: channels rotated in interleaved pairs (2k, 2k+1), in float32.
+# Rotary position embedding: channels rotated in interleaved pairs (2k, 2k+1), in float32 — or wider, for a
+# model run in float64 (the parity tests do).
 
 
-def rope_angles(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_angles(positions: torch.Tensor, head_dim: int,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin [L, head_dim/2] of the angles position·10000^(−2k/head_dim)."""
-    freqs = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim))
-    angles = torch.outer(positions.float(), freqs)
+    freqs = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=dtype) / head_dim))
+    angles = torch.outer(positions.to(dtype), freqs)
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x [B, heads, L, head_dim] rotated by the angles of its L positions."""
-    pairs = x.float().unflatten(-1, (-1, 2))
+    pairs = x.to(cos.dtype).unflatten(-1, (-1, 2))
     x0, x1 = pairs[..., 0], pairs[..., 1]
     return torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1).flatten(-2).type_as(x)
 
@@ -263,7 +265,8 @@ class EquivariantGenerator(Pretrained, nn.Module):
         tokens also attend the cached keys/values of earlier tokens, and the caches take in the new ones."""
         x = self.z_proj_ln(self.z_proj(tokens))
         positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-        rope = Rope(positions, *rope_angles(positions, self.config.width // self.config.heads))
+        dtype = torch.promote_types(self.z_proj.weight.dtype, torch.float32)
+        rope = Rope(positions, *rope_angles(positions, self.config.width // self.config.heads, dtype))
         for i, (block, kv) in enumerate(zip(self.blocks, context.kv)):
             x = block(x, kv, rope, None if caches is None else caches[i])
         return self.norm(x)

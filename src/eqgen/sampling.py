@@ -98,7 +98,7 @@ class TokenSampler:
         self.model, self.num_tokens, self.mode = model, num_tokens, mode
         self.cfg, self.cfg_schedule, self.steps, self.solver, self.rho = cfg, cfg_schedule, steps, solver, rho
         self.temperature, self.generator = temperature, as_generator(generator)
-        self.device = next(model.parameters()).device
+        self.device, self.dtype = next(model.parameters()).device, next(model.parameters()).dtype
         self.batch = len(labels)
         labels = labels.to(self.device)
         if self.guided:
@@ -122,7 +122,7 @@ class TokenSampler:
             prefix = torch.zeros(self.batch, 0, C, device=self.device)
         elif prefix.ndim != 3 or prefix.shape[0] != self.batch or prefix.shape[2] != C:
             raise EqgenError(f"prefix must be [{self.batch}, length, {C}], got {list(prefix.shape)}")
-        self.tokens = prefix.to(self.device, torch.float32)
+        self.tokens = prefix.to(self.device, self.dtype)
         self.rollback(self.length)
 
     def rollback(self, k: int) -> None:
@@ -162,7 +162,7 @@ class TokenSampler:
         scale = cfg_scale(self.length, self.num_tokens, self.cfg, self.cfg_schedule) if self.guided else None
         noise = torch.randn(self.batch, self.model.config.token_dim, generator=self.generator,
                             device=self.generator.device if self.generator is not None else "cpu")
-        noise = noise.to(self.device) * self.temperature
+        noise = noise.to(self.device, self.dtype) * self.temperature  # drawn in float32 whatever the model's dtype
         token = sample(self.model.head, z, noise, self.steps, self.solver, scale, self.rho)
         self.tokens = torch.cat([self.tokens, token[:, None]], dim=1)
         self._z = None
