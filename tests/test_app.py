@@ -2,7 +2,6 @@
 import io
 import json
 import shutil
-import threading
 import urllib.error
 import urllib.request
 
@@ -11,17 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from eqgen.app import serve
+from eqgen.app import App, serve
+from eqgen.cli import main
 
 
 @pytest.fixture(scope="module")
 def server(pipe):
-    srv = serve(pipe, "127.0.0.1", 0, max_width=512, steps=2)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv, f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with serve(pipe, "127.0.0.1", 0, max_width=512, steps=2) as srv:
+        yield srv, srv.url.rstrip("/")
 
 
 def post(url, body):
@@ -48,7 +44,7 @@ def test_generate_reject_and_regenerate(server, pipe):
         status, state = post(f"{base}/api/step", {"session": sid, "columns": 5})
     before = image(base, sid)
     assert before.shape == (pipe.height, 12 * f, 3)
-    sampler = srv.RequestHandlerClass.app_state.sessions[sid].sampler
+    sampler = srv.app.sessions[sid].sampler
     tokens_before = sampler.tokens.clone()
     status, state = post(f"{base}/api/reject", {"session": sid, "x": 7 * f + 1})
     assert status == 200 and state["column"] == 7 and state["done"] == 7
@@ -70,6 +66,39 @@ def test_bad_requests_get_a_clear_message(server, body, message):
     assert status == 400 and message in value["error"]
     status, value = post(f"{server[1]}/api/step", {"session": "nope"})
     assert status == 400 and "session" in value["error"]
+
+
+def test_the_server_defaults_fill_what_a_request_leaves_out(pipe):
+    app = App(pipe, max_width=512, seed=5, cfg=2.0, temperature=0.5, steps=2)
+    assert {k: app.info()[k] for k in ("seed", "cfg", "temperature")} == {"seed": 5, "cfg": 2.0, "temperature": 0.5}
+    width = 4 * pipe.token_width
+    sessions = [app.start({"class": "a", "width": width})["session"],
+                app.start({"class": "a", "width": width, "seed": "5", "cfg": 2, "temperature": 0.5})["session"]]
+    for sid in sessions:
+        app.step({"session": sid, "columns": 2})
+    implicit, explicit = (app.sessions[sid].sampler for sid in sessions)
+    assert (implicit.cfg, implicit.temperature) == (2.0, 0.5)
+    assert torch.equal(implicit.tokens, explicit.tokens)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--port", "99999"], "port must be between 0 and 65535, got 99999"),
+    (["--max-width", "0"], "maximum width must be a multiple of the token width"),
+    (["--max-width", "100"], "maximum width must be a multiple of the token width"),
+    (["--seed", "-1"], "seed must be between 0 and"),
+    (["--cfg", "nan"], "cfg must be a finite number"),
+    (["--temperature", "-1"], "temperature must be between 0 and 10"),
+    (["--steps", "0"], "steps must be at least 1"),
+])
+def test_bad_app_flags_get_one_line(flags, message, capsys):
+    assert main(["app", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eqgen: error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_taken_port_gets_one_line(server, capsys):
+    assert main(["app", "--port", str(server[0].address[1])]) == 2
+    assert capsys.readouterr().err.startswith("eqgen: error: cannot listen on 127.0.0.1:")
 
 
 CHROMIUM = shutil.which("chromium")

@@ -226,7 +226,7 @@ def _int_list(text: str | None, flag: str) -> list[int] | None:
         raise EqgenError(f"{flag} takes comma-separated integers, got {text!r}") from None
 
 
-def _generation_flags(parser: argparse.ArgumentParser, cfg_schedule: str) -> None:
+def _generation_flags(parser: argparse.ArgumentParser, cfg_schedule: str, output: bool = True) -> None:
     parser.add_argument("--model", default="builtin", help="a pipeline directory or Hub id (default: the built-in model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default: 3.0; 1 = none)")
@@ -235,7 +235,8 @@ def _generation_flags(parser: argparse.ArgumentParser, cfg_schedule: str) -> Non
     _solver_flags(parser)
     parser.add_argument("--temperature", type=float, default=1.0, help="start-noise scale (default: 1.0)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("-o", "--output", required=True, help="PNG file to write")
+    if output:
+        parser.add_argument("-o", "--output", required=True, help="PNG file to write")
 
 
 def _solver_flags(parser: argparse.ArgumentParser) -> None:
@@ -308,11 +309,11 @@ def _panorama(args: argparse.Namespace) -> None:
 
 def _add_app(commands) -> None:
     p = commands.add_parser("app", help="the interactive web page: grow an image column by column")
-    p.add_argument("--model", default="builtin", help="a pipeline directory (default: the built-in model)")
+    _generation_flags(p, "constant", output=False)  # seed, cfg, temperature: the page's defaults
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
-    p.add_argument("--max-width", type=int, default=4096, help="the widest image a request may ask for (px)")
-    _solver_flags(p)
+    p.add_argument("--max-width", type=int, default=4096,
+                   help="the widest image a request may ask for, in px (default: 4096)")
     p.set_defaults(run=_app)
 
 
@@ -320,16 +321,13 @@ def _app(args: argparse.Namespace) -> None:
     from .app import serve
     from .pipeline import Pipeline
 
-    server = serve(Pipeline.from_pretrained(args.model), args.host, args.port, max_width=args.max_width,
-                   **_solver_options(args))
-    host, port = server.server_address[:2]
-    print(f"eqgen app on http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
+    pipe = Pipeline.from_pretrained(args.model, device=args.device)
+    server = serve(pipe, args.host, args.port, max_width=args.max_width, **_options(args))
+    print(f"eqgen app on {server.url}  (Ctrl-C to stop)", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn stops cleanly on Ctrl-C, then passes the signal on
         pass
-    finally:
-        server.server_close()
 
 
 def _add_convert(commands) -> None:

@@ -1,4 +1,4 @@
 """The interactive web page (`eqgen app`)."""
-from .server import App, serve
+from .server import App, Limits, Server, serve
 
-__all__ = ["App", "serve"]
+__all__ = ["App", "Limits", "Server", "serve"]
