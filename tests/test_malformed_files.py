@@ -158,8 +158,7 @@ def official_yaml(text_or_edit):
         if isinstance(text_or_edit, str):
             path.write_text(text_or_edit)
         else:
-            params = json.loads(json.dumps(RELEASED_PARAMS))
-            path.write_text(yaml.safe_dump({"model": {"params": text_or_edit(params)}}))
+            path.write_text(yaml.safe_dump({"model": {"params": text_or_edit(RELEASED_PARAMS)}}))
         argv = ["convert", "official", "--tokenizer", str(OFFICIAL_TOKENIZER), "--config", str(path),
                 "-o", str(tmp / "out")]
         return lambda: main(argv), path
@@ -339,3 +338,10 @@ def test_a_malformed_file_is_refused_in_one_line_that_names_it(name, made, tmp_p
 @pytest.mark.parametrize("name", OFFICIAL_CASES)
 def test_a_malformed_official_file_is_refused_in_one_line_that_names_it(name, made, tmp_path, capsys):
     check_refused(OFFICIAL_CASES[name], made, tmp_path, capsys)
+
+
+def test_class_names_may_be_any_unicode(made, tmp_path):
+    directory = copy(made, "pipe", tmp_path)
+    names = ["草原", "мыс", "🏔 peaks", "a,b"]
+    edit_json(directory / "config.json", lambda c: {**c, "classes": names})
+    assert Pipeline.from_pretrained(directory).classes == names
