@@ -1,7 +1,14 @@
 """Image folders: broken files skipped and counted in one line, every pixel mode to RGB, cover-resize and crops,
-seeded augmentation, list files, clear errors, and `eqgen data inspect`."""
+seeded augmentation, list files, clear errors, `eqgen data inspect`, and folder trees with symlink loops,
+unreadable parts and empty classes."""
 import io
+import json
 import logging
+import os
+import pwd
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +16,8 @@ import torch
 from PIL import Image
 
 from eqgen.cli import main
-from eqgen.data.folders import ImageFolder, to_rgb
+from eqgen.data.folders import ImageFolder, describe, index_folder, to_rgb
+from eqgen.data.sources import ImageSource
 from eqgen.errors import EqgenError
 from eqgen.imageio import from_uint8
 
@@ -230,3 +238,118 @@ def test_inspect_reports_classes_sizes_and_skipped_files(folder, tmp_path, capsy
 
     assert main(["data", "inspect", str(tmp_path / "absent")]) == 2
     assert "eqgen: error:" in capsys.readouterr().err
+
+
+# -- folder trees with links, unreadable parts and empty classes ---------------------------------------------
+
+
+def _images(folder, n):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(_noise(8, 8, i)).save(folder / f"{i}.png")
+
+
+def _folder_reasons(index):
+    return {s.path: s.reason for s in index.skipped_folders}
+
+
+def test_every_folder_is_indexed_once_through_symlink_loops_and_second_links(tmp_path):
+    _images(tmp_path / "alpha", 9)
+    _images(tmp_path / "beta", 9)
+    (tmp_path / "alpha/loop").symlink_to("../alpha")  # without the check: alpha/loop/loop/... 40 levels deep
+    (tmp_path / "alpha/up").symlink_to("..")
+    (tmp_path / "beta/twin").symlink_to("../alpha")
+    (tmp_path / "gamma").symlink_to("alpha")  # a class folder that is another class's folder
+    index = index_folder(tmp_path)
+    assert index.classes == ["alpha", "beta"] and len(index.samples) == 18
+    assert _folder_reasons(index) == {"alpha/loop": "symlink loop", "alpha/up": "symlink loop",
+                                      "beta/twin": "linked twice", "gamma": "linked twice"}
+    report = describe(index)
+    assert "18 images in 2 classes" in report
+    assert "skipped 4 folder(s) (2 symlink loop, 2 linked twice):" in report
+    assert "alpha/loop: symlink loop (leads back to alpha)" in report
+
+
+def test_empty_class_folders_are_reported_and_are_not_classes(tmp_path, caplog):
+    _images(tmp_path / "alpine", 3)
+    _images(tmp_path / "coast", 2)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "only_hidden").mkdir()
+    (tmp_path / "only_hidden/.DS_Store").write_bytes(b"\0")
+    _images(tmp_path / "broken", 0)
+    (tmp_path / "broken/x.png").write_bytes(b"not a png")
+    with caplog.at_level(logging.WARNING, logger="eqgen"):
+        dataset = ImageFolder(tmp_path, 8)
+    assert dataset.classes == ["alpine", "coast"]
+    assert [label for _, label in dataset.index.samples] == [0, 0, 0, 1, 1]
+    assert _folder_reasons(dataset.index) == {"broken": "no usable image", "empty": "empty class",
+                                              "only_hidden": "empty class"}
+    warning, = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "3 folder(s) (2 empty class, 1 no usable image)" in warning
+    assert "empty: empty class (no files; not made a class)" in describe(dataset.index)
+    # training proceeds with what is usable
+    images, labels = next(ImageSource(str(tmp_path), 8, 8).batches(4))
+    assert images.shape == (4, 3, 8, 8) and set(labels.tolist()) <= {0, 1}
+
+
+def test_a_folder_with_nothing_usable_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "loop").mkdir()
+    (tmp_path / "loop/again").symlink_to("..")
+    with pytest.raises(EqgenError, match=r"no files in its 2 class folder\(s\); skipped 1 folder\(s\) \(1 symlink loop\)"):
+        ImageFolder(tmp_path, 8)
+
+
+def _unprivileged(function):
+    """function() where file permissions apply. Root reads everything, so as root it runs in a forked child
+    that became `nobody` (the modules it needs are already imported); its result comes back as JSON."""
+    if os.geteuid() != 0:
+        return function()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read)
+            os.setuid(pwd.getpwnam("nobody").pw_uid)
+            os.write(write, json.dumps(function()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        result = pipe.read()
+    os.waitpid(pid, 0)
+    assert result, "the unprivileged child failed"
+    return json.loads(result)
+
+
+def test_unreadable_folders_and_files_are_counted_and_reported():
+    root = Path(tempfile.mkdtemp())  # not under pytest's root-only tmp folder: `nobody` must reach it
+    try:
+        root.chmod(0o755)
+        _images(root / "a", 2)
+        _images(root / "a/locked", 3)
+        (root / "a/locked").chmod(0)
+        (root / "a/secret.png").write_bytes((root / "a/0.png").read_bytes())
+        (root / "a/secret.png").chmod(0)
+        _images(root / "b", 2)
+        (root / "b/cycle.png").symlink_to("cycle2.png")  # a link cycle: unreadable whoever reads it
+        (root / "b/cycle2.png").symlink_to("cycle.png")
+        (root / "b/gone.png").symlink_to("nowhere.png")
+        os.mkfifo(root / "b/pipe.png")  # opening it would block
+
+        def inspect():
+            index = index_folder(root)
+            return {"classes": index.classes, "images": len(index.samples), "report": describe(index),
+                    "files": {s.path: s.reason for s in index.skipped}, "folders": _folder_reasons(index)}
+
+        found = _unprivileged(inspect)
+    finally:
+        for path in (root / "a/locked", root / "a/secret.png"):
+            path.chmod(0o755)
+        shutil.rmtree(root)
+    assert found["classes"] == ["a", "b"] and found["images"] == 4
+    assert found["folders"] == {"a/locked": "unreadable"}
+    assert found["files"] == {"a/secret.png": "unreadable", "b/cycle.png": "unreadable",
+                              "b/cycle2.png": "unreadable", "b/gone.png": "missing", "b/pipe.png": "not a file"}
+    assert "skipped 1 folder(s) (1 unreadable):" in found["report"]
+    assert "skipped 5 of 9 files (3 unreadable, 1 missing, 1 not a file):" in found["report"]

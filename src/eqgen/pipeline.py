@@ -10,6 +10,7 @@ A pipeline directory holds `config.json` ({"tokenizer": ..., "generator": ..., "
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -33,11 +34,7 @@ DEFAULTS = dict(cfg=3.0, steps=10, solver="heun", rho=1.5, temperature=1.0)
 
 class Pipeline:
     def __init__(self, tokenizer: ColumnTokenizer, generator: EquivariantGenerator, classes: Sequence[str]):
-        if len(classes) != generator.config.num_classes:
-            raise EqgenError(f"{len(classes)} class names for a generator of {generator.config.num_classes} classes")
-        if tokenizer.config.embed_dim != generator.config.token_dim:
-            raise EqgenError(f"the tokenizer makes {tokenizer.config.embed_dim}-channel tokens, the generator "
-                             f"models {generator.config.token_dim}")
+        check_parts(tokenizer.config, generator.config, classes)
         self.tokenizer, self.generator, self.classes = tokenizer.eval(), generator.eval(), list(classes)
 
     # -- loading and saving -------------------------------------------------------------------------------
@@ -45,14 +42,16 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path = "builtin", device: str | torch.device = "cpu") -> "Pipeline":
         directory = _resolve(path)
-        config = load_json(directory / CONFIG)
-        if not {"tokenizer", "generator", "classes"} <= set(config):
-            raise EqgenError(f"{directory} is not an eqgen pipeline (config.json lacks tokenizer/generator/classes)")
-        tokenizer = ColumnTokenizer(from_dict(TokenizerConfig, config["tokenizer"]))
-        generator = EquivariantGenerator(from_dict(GeneratorConfig, config["generator"]))
-        for module, name in ((tokenizer, "tokenizer"), (generator, "generator")):
-            path = directory / f"{name}.safetensors"
-            load_fitting(module, load_weights(path), str(path), "does not fit its config")
+        file = directory / CONFIG
+        config = load_json(file)
+        missing = [key for key in ("tokenizer", "generator", "classes") if key not in config]
+        if missing:
+            raise EqgenError(f"{directory} is not an eqgen pipeline ({file} lacks {', '.join(missing)})")
+        tokenizer_config = from_dict(TokenizerConfig, config["tokenizer"], str(file))
+        generator_config = from_dict(GeneratorConfig, config["generator"], str(file))
+        check_parts(tokenizer_config, generator_config, config["classes"], source=f"{file}: ")
+        tokenizer = _load_part(ColumnTokenizer, tokenizer_config, directory / "tokenizer.safetensors", file)
+        generator = _load_part(EquivariantGenerator, generator_config, directory / "generator.safetensors", file)
         return cls(tokenizer, generator, config["classes"]).to(device)
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
@@ -207,6 +206,38 @@ class Pipeline:
             final = (starts[i + 1] * f if i + 1 < len(starts) else N * f) - done
             yield done, to_uint8(pending[..., :final] / weights[:final])
             pending, weights, done = pending[..., final:], weights[final:], done + final
+
+
+def check_parts(tokenizer: TokenizerConfig, generator: GeneratorConfig, classes, source: str = "") -> None:
+    """A pipeline's parts must fit together: distinct, non-empty class names (any Unicode), one per generator
+    class, and tokens of the width the generator models. `source` ("path/config.json: ") prefixes the errors."""
+    if not isinstance(classes, (list, tuple)):
+        raise EqgenError(f"{source}classes must be a list of class names, got {classes!r:.40}")
+    for i, name in enumerate(classes):
+        if not isinstance(name, str) or not name.strip():
+            raise EqgenError(f"{source}class name {i} must be a non-empty string, got {name!r:.40}")
+    repeated = sorted(name for name, n in Counter(classes).items() if n > 1)
+    if repeated:
+        raise EqgenError(f"{source}the class names must be distinct; repeated: {', '.join(map(repr, repeated))}")
+    if len(classes) != generator.num_classes:
+        raise EqgenError(f"{source}{len(classes)} class names for a generator of {generator.num_classes} classes")
+    if tokenizer.embed_dim != generator.token_dim:
+        raise EqgenError(f"{source}the tokenizer makes {tokenizer.embed_dim}-channel tokens, the generator "
+                         f"models {generator.token_dim}")
+
+
+def _load_part(module_class, config, weights: Path, file: Path) -> torch.nn.Module:
+    """The tokenizer or generator of a pipeline directory; what the model itself refuses in its config is
+    reported with the file."""
+    try:
+        module = module_class(config)
+    except EqgenError as err:
+        raise EqgenError(f"{file}: {weights.stem}: {err}") from None
+    except (RuntimeError, ValueError) as err:  # sizes torch cannot build (a negative width)
+        raise EqgenError(f"{file}: {weights.stem}: these sizes do not make a model "
+                         f"({str(err).splitlines()[0]})") from None
+    load_fitting(module, load_weights(weights), str(weights), f"does not fit the {weights.stem} config in {file}")
+    return module
 
 
 def _resolve(path: str | Path) -> Path:

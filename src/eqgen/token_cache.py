@@ -14,6 +14,8 @@ new noise every time a sequence is used. Each DDP process reads its own contiguo
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +23,37 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write_bytes
-from .configs import load_json
+from .configs import from_dict, load_json
 from .errors import EqgenError
 
 INDEX = "index.json"
+
+
+@dataclass
+class _Shard:
+    tokens: str  # file names inside the cache folder
+    labels: str
+    rows: int
+
+
+@dataclass
+class _Index:
+    signature: dict
+    shards: list[_Shard]
+    length: int
+    token_dim: int
+    classes: list[str]
+
+
+def _rebuild(directory: Path) -> str:
+    return f"delete {directory} to rebuild the cache, or choose another --cache"
+
+
+def _read_index(directory: Path) -> _Index:
+    try:
+        return from_dict(_Index, load_json(directory / INDEX))
+    except EqgenError as err:
+        raise EqgenError(f"{err}; {_rebuild(directory)}") from None
 
 
 @torch.no_grad()
@@ -35,8 +64,7 @@ def build_token_cache(tokenizer, source, directory: str | Path, num_images: int,
     signature = {"source": source.spec, "height": source.height, "width": source.width, "seed": source.seed,
                  "num_images": num_images, "flips": flips, "tokenizer": _tokenizer_signature(tokenizer)}
     if (directory / INDEX).exists():
-        index = load_json(directory / INDEX)
-        if index.get("signature") == signature:
+        if _read_index(directory).signature == signature:
             return TokenCache(directory)
         raise EqgenError(f"{directory} holds a token cache of other data or another tokenizer; choose another --cache")
     directory.mkdir(parents=True, exist_ok=True)
@@ -69,6 +97,32 @@ def _tokenizer_signature(tokenizer) -> str:
     return f"{sum(p.numel() for p in tokenizer.parameters())}:{total:.6e}"
 
 
+_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _open_shard(path: Path, shape: tuple[int, ...], dtype: type, rebuild: str) -> np.memmap:
+    """Memory-map one `.npy` shard after checking its header against the index and its size against its
+    header: a truncated shard is caught here, from its size alone, not when training reaches its end."""
+    try:
+        with path.open("rb") as f:
+            read_header = _HEADERS.get(np.lib.format.read_magic(f))
+            if read_header is None:
+                raise ValueError("an unknown .npy format version")
+            found, fortran, found_dtype = read_header(f)
+            needed = f.tell() + int(np.prod(found)) * found_dtype.itemsize
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise EqgenError(f"token cache shard {path} is missing; {rebuild}") from None
+    except (OSError, ValueError) as err:
+        raise EqgenError(f"token cache shard {path} is not a readable .npy file ({err}); {rebuild}") from None
+    if found != shape or found_dtype != dtype or fortran:
+        raise EqgenError(f"token cache shard {path} holds {found_dtype} {list(found)}, the index says {np.dtype(dtype)} "
+                         f"{list(shape)}; {rebuild}")
+    if size < needed:
+        raise EqgenError(f"token cache shard {path} is truncated ({size} of {needed} bytes); {rebuild}")
+    return np.load(path, mmap_mode="r")
+
+
 def _write_shard(directory: Path, i: int, tokens: np.ndarray, labels: np.ndarray) -> dict:
     names = {"tokens": f"tokens_{i:05d}.npy", "labels": f"labels_{i:05d}.npy", "rows": len(tokens)}
     for key, array in (("tokens", tokens), ("labels", labels)):
@@ -80,16 +134,25 @@ def _write_shard(directory: Path, i: int, tokens: np.ndarray, labels: np.ndarray
 
 
 class TokenCache:
-    """Read side: rows of (tokens [N, D], label), memory-mapped."""
+    """Read side: rows of (tokens [N, D], label), memory-mapped.
+
+    Opening checks the index and every shard's header and file size against it, without reading the
+    tokens, so a damaged cache (an interrupted copy, a full disk) is refused in one line naming the file."""
 
     def __init__(self, directory: str | Path):
         directory = Path(directory)
         if not (directory / INDEX).exists():
             raise EqgenError(f"{directory} is not a token cache (no {INDEX})")
-        index = load_json(directory / INDEX)
-        self.classes, self.length, self.token_dim = index["classes"], index["length"], index["token_dim"]
-        self.tokens = [np.load(directory / s["tokens"], mmap_mode="r") for s in index["shards"]]
-        self.labels = np.concatenate([np.load(directory / s["labels"]) for s in index["shards"]])
+        index, rebuild = _read_index(directory), _rebuild(directory)
+        self.classes, self.length, self.token_dim = index.classes, index.length, index.token_dim
+        self.tokens, labels = [], []
+        for shard in index.shards:
+            self.tokens.append(_open_shard(directory / shard.tokens, (shard.rows, self.length, self.token_dim),
+                                           np.float16, rebuild))
+            labels.append(_open_shard(directory / shard.labels, (shard.rows,), np.int64, rebuild))
+            if shard.rows and not 0 <= labels[-1].min() <= labels[-1].max() < len(self.classes):
+                raise EqgenError(f"{directory / shard.labels} holds labels outside 0..{len(self.classes) - 1}; {rebuild}")
+        self.labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
         self.offsets = np.cumsum([0] + [len(t) for t in self.tokens])
 
     def __len__(self) -> int:

@@ -25,3 +25,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as err:
         raise EqgenError(f"{path} is not a checkpoint eqgen can read safely (tensors and plain values only): "
                          f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+
+
+def state_dict_in(value: Any, path: str | Path, what: str, expected: str) -> dict[str, torch.Tensor]:
+    """`value` as a state dict (names -> tensors), or one line saying that `path` holds no `what` weights."""
+    if not (isinstance(value, dict) and value and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                      for k, v in value.items())):
+        raise EqgenError(f"{path} holds no {what} weights (expected {expected})")
+    return value

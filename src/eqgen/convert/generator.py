@@ -8,16 +8,17 @@ else from explicit arguments, else from the official recipe (GeneratorConfig's d
 """
 from __future__ import annotations
 
-import dataclasses
+import argparse
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..configs import from_dict
 from ..errors import EqgenError
 from ..generator import EquivariantGenerator, GeneratorConfig, check_config
 from ..checkpoint import check_fits
-from .common import read_checkpoint
+from .common import read_checkpoint, state_dict_in
 
 RENAMES = (  # official prefix -> eqgen prefix
     ("encoder_blocks.", "blocks."),
@@ -28,27 +29,35 @@ RENAMES = (  # official prefix -> eqgen prefix
 HEADS = {"tiny_model": 4, "small_model": 8, "base_model": 12, "large_model": 16, "huge_model": 16}
 
 
-def config_from_args(args: dict[str, Any]) -> dict[str, Any]:
+def config_from_args(args: dict[str, Any], source: str = "the checkpoint") -> dict[str, Any]:
     """GeneratorConfig fields from the official training arguments (or constructor keywords)."""
+    def number(name: str, kind: type) -> int | float | None:
+        try:
+            return None if args[name] is None else kind(args[name])
+        except (TypeError, ValueError):
+            raise EqgenError(f"{source}: args.{name} must be {'an integer' if kind is int else 'a number'}, "
+                             f"got {args[name]!r:.40}") from None
+
     fields = {}
-    heads = args.get("encoder_num_heads") or HEADS.get(args.get("model"))
-    if heads:
-        fields["heads"] = int(heads)
+    if args.get("encoder_num_heads"):
+        fields["heads"] = number("encoder_num_heads", int)
+    elif isinstance(args.get("model"), str) and args["model"] in HEADS:
+        fields["heads"] = HEADS[args["model"]]
     if "cond_length" in args:
-        fields["window"] = int(args["cond_length"]) or None  # the official 0 means full causal attention
+        fields["window"] = number("cond_length", int) or None  # the official 0 means full causal attention
     if "token_num" in args:
-        fields["train_tokens"] = int(args["token_num"])
+        fields["train_tokens"] = number("token_num", int)
     if "shift_num" in args:  # None: the official code then shifts by up to the training length
-        fields["rope_shift"] = int(args["shift_num"] or args.get("token_num") or 16)
+        fields["rope_shift"] = number("shift_num", int) or fields.get("train_tokens") or 16
     for official, ours, kind in (("diffusion_batch_mul", "noise_draws", int),
                                  ("label_drop_prob", "label_dropout", float), ("attn_dropout", "attn_dropout", float),
                                  ("proj_dropout", "proj_dropout", float), ("mlp_ratio", "mlp_ratio", float)):
         if official in args:
-            fields[ours] = kind(args[official])
+            fields[ours] = number(official, kind)
     return fields
 
 
-def config_from_shapes(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+def config_from_shapes(state: dict[str, torch.Tensor], source: str = "the state dict") -> dict[str, Any]:
     def count(prefix: str) -> int:
         return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
 
@@ -59,7 +68,10 @@ def config_from_shapes(state: dict[str, torch.Tensor]) -> dict[str, Any]:
                     num_classes=state["class_emb.weight"].shape[0], num_class_tokens=state["class_pos"].shape[1],
                     head_width=state["head.input_proj.weight"].shape[0], head_depth=count("head.res_blocks."))
     except KeyError as err:
-        raise EqgenError(f"not an official generator state dict: no {err.args[0]}") from None
+        raise EqgenError(f"{source} is not an official generator state dict: no {err.args[0]}") from None
+    except (ValueError, IndexError, ZeroDivisionError):  # a tensor of another rank, or empty
+        raise EqgenError(f"{source} is not an official generator state dict: z_proj.weight, class_pos or "
+                         f"blocks.0.mlp.fc1.weight has an unexpected shape") from None
 
 
 def rename_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -81,14 +93,14 @@ def convert_generator_state_dict(state: dict[str, torch.Tensor], args: dict[str,
     `args`: the official arguments (a checkpoint's `args`, or the constructor keywords); `overrides`:
     GeneratorConfig fields, which win over both."""
     state = rename_official(state)
-    fields = {**config_from_shapes(state), **config_from_args(args or {}), **overrides}
+    fields = {**config_from_shapes(state, source), **config_from_args(args or {}, source), **overrides}
     if "heads" not in fields:
         raise EqgenError(f"{source} does not say how many attention heads it has: pass heads=N")
-    unknown = set(fields) - {f.name for f in dataclasses.fields(GeneratorConfig)}
-    if unknown:
-        raise EqgenError(f"GeneratorConfig has no field(s) {', '.join(sorted(unknown))}")
-    config = GeneratorConfig(**fields)
-    check_config(config)
+    config = from_dict(GeneratorConfig, fields, source)
+    try:
+        check_config(config)
+    except EqgenError as err:
+        raise EqgenError(f"{source}: {err}") from None
     with torch.device("meta"):  # the expected keys and shapes, without allocating the weights
         expected = EquivariantGenerator(config)
     check_fits(expected, state, source)
@@ -103,9 +115,11 @@ def load_official_generator(path: str | Path, **overrides: Any) -> EquivariantGe
     if isinstance(ckpt, dict) and ("model_ema" in ckpt or "model" in ckpt):
         state = ckpt.get("model_ema", ckpt.get("model"))
         args = ckpt.get("args")
-        args = vars(args) if args is not None and not isinstance(args, dict) else args
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise EqgenError(f"{path} holds no generator weights (expected model_ema, model or a plain state dict)")
+        args = vars(args) if isinstance(args, argparse.Namespace) else args
+        if args is not None and not isinstance(args, dict):
+            raise EqgenError(f"{path}: args must be the training arguments (a Namespace or a dict), "
+                             f"got {type(args).__name__}")
+    state = state_dict_in(state, path, "generator", "model_ema, model or a plain state dict")
     config, state = convert_generator_state_dict(state, args, source=str(path), **overrides)
     model = EquivariantGenerator(config)
     model.load_state_dict(state)

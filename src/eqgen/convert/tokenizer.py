@@ -11,16 +11,17 @@ arguments (`ddconfig`, `sematicconfig`, `embed_dim`, `post_channels`, `std`), re
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..configs import from_preset, load_json
+from ..configs import from_dict, from_preset, load_json, located
 from ..errors import EqgenError
 from ..tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
 from ..checkpoint import check_fits
-from .common import read_checkpoint
+from .common import read_checkpoint, state_dict_in
 
 MODULES = ("encoder", "decoder", "semantic_decoder", "quant_layer", "post_quant_layer")
 OFFICIAL_LATENT_SCALE = 0.05493   # the official generator's --vae_norm for this tokenizer
@@ -31,6 +32,47 @@ RESAMPLERS = {"encoder": "downsample.conv.conv.", "decoder": "upsample.conv.conv
 # Config
 
 
+@dataclass
+class OfficialEncoderConfig:
+    """What eqgen reads of the official `model.params.ddconfig` (the encoder and pixel decoder)."""
+
+    resolution: int
+    in_channels: int
+    out_ch: int
+    ch: int
+    ch_mult: list[int]
+    num_res_blocks: int
+    attn_resolutions: list[int]
+    z_channels: int
+    dropout: float = 0.0
+    len_down_scale: int = 1
+    double_enc: bool = False
+    semantic_map: str = "res"
+
+
+@dataclass
+class OfficialSemanticConfig:
+    """What eqgen reads of the official `model.params.sematicconfig` (the semantic decoder; sic)."""
+
+    out_ch: int
+    ch: int
+    ch_mult: list[int]
+    num_res_blocks: int
+    downsample_scale: int = 0
+    attn_resolutions: list[int] = field(default_factory=list)
+
+
+@dataclass
+class OfficialTokenizerParams:
+    """What eqgen reads of the official tokenizer's constructor arguments (`model.params`)."""
+
+    ddconfig: OfficialEncoderConfig
+    sematicconfig: OfficialSemanticConfig
+    embed_dim: int
+    post_channels: int | None = None
+    std: float = 2.5
+
+
 def read_official_config(path: str | Path) -> dict[str, Any]:
     """The constructor arguments from an official YAML config (`model.params`), or from a JSON file holding
     them (at the top level or under `constructor_kwargs`, as the test fixtures do)."""
@@ -39,46 +81,56 @@ def read_official_config(path: str | Path) -> dict[str, Any]:
         raise EqgenError(f"config {path} not found")
     if path.suffix == ".json":
         data = load_json(path)
-        return data.get("constructor_kwargs", data)
+        params = data.get("constructor_kwargs", data)
+        if not isinstance(params, dict):
+            raise EqgenError(f"{path}: constructor_kwargs must be an object")
+        return params
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise EqgenError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
-    try:
-        return data["model"]["params"]
-    except (KeyError, TypeError):
-        raise EqgenError(f"{path} has no model.params section (is it an official tokenizer config?)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise EqgenError(f"cannot read {path} ({err})") from None
+    model = data.get("model") if isinstance(data, dict) else None
+    params = model.get("params") if isinstance(model, dict) else None
+    if not isinstance(params, dict):
+        raise EqgenError(f"{path} has no model.params mapping (is it an official tokenizer config?)")
+    return located(params, path, "model.params")
 
 
 def config_from_official(params: dict[str, Any], latent_scale: float = OFFICIAL_LATENT_SCALE) -> TokenizerConfig:
-    """The official constructor arguments -> TokenizerConfig (one clear error for what eqgen does not build)."""
-    try:
-        dd, sem = params["ddconfig"], params["sematicconfig"]
-        levels = len(dd["ch_mult"])
-        unsupported = [name for name, bad in (
-            ("double_enc", dd.get("double_enc", False)),
-            (f"semantic_map={dd.get('semantic_map')!r}", dd.get("semantic_map", "res") != "res"),
-            ("semantic decoder downsampling", sem.get("downsample_scale", 0)),
-            ("semantic decoder attention", sem.get("attn_resolutions")),
-            ("semantic decoder input width != decoder width", sem["ch"] * sem["ch_mult"][0] != dd["ch"] * dd["ch_mult"][-1]),
-        ) if bad]
-        if unsupported:
-            raise EqgenError(f"official tokenizer with {', '.join(unsupported)} is not supported")
-        sem_ch = sem["ch"]
-        config = TokenizerConfig(
-            height=dd["resolution"], in_channels=dd["in_channels"], out_channels=dd["out_ch"], ch=dd["ch"],
-            ch_mult=dd["ch_mult"], num_res_blocks=dd["num_res_blocks"], attn_resolutions=dd["attn_resolutions"],
-            z_channels=dd["z_channels"], embed_dim=params["embed_dim"], dropout=dd.get("dropout", 0.0),
-            # the official code treats any len_down_scale ≥ levels − 1 as "every downsample halves the width"
-            len_down_scale=min(dd.get("len_down_scale", 1), levels - 1), noise_std=params.get("std", 2.5),
-            semantic_widths=[sem_ch * m for m in sem["ch_mult"][1:]] + [sem_ch * (sem["out_ch"] // sem_ch)],
-            semantic_res_blocks=sem["num_res_blocks"], semantic_dim=sem["out_ch"], latent_scale=latent_scale)
-    except KeyError as err:
-        raise EqgenError(f"the official tokenizer config lacks {err}") from None
-    if params.get("post_channels", config.column_channels) != config.column_channels:
-        raise EqgenError(f"post_channels {params['post_channels']} != z_channels × latent rows ({config.column_channels})")
+    """The official constructor arguments -> TokenizerConfig (one clear error for what eqgen does not build).
+    Values read from a file (`read_official_config`) are checked with the file and key path in the errors."""
+    official = from_dict(OfficialTokenizerParams, params, ignore_unknown=True)
+    dd, sem = official.ddconfig, official.sematicconfig
+    file = getattr(params, "file", None)
+    where = f"{file}: " if file else ""
+    if not dd.ch_mult or not sem.ch_mult or dd.ch < 1 or sem.ch < 1:
+        raise EqgenError(f"{where}ddconfig and sematicconfig need ch ≥ 1 and at least one ch_mult entry")
+    unsupported = [name for name, bad in (
+        ("double_enc", dd.double_enc),
+        (f"semantic_map={dd.semantic_map!r}", dd.semantic_map != "res"),
+        ("semantic decoder downsampling", sem.downsample_scale),
+        ("semantic decoder attention", sem.attn_resolutions),
+        ("semantic decoder input width != decoder width", sem.ch * sem.ch_mult[0] != dd.ch * dd.ch_mult[-1]),
+    ) if bad]
+    if unsupported:
+        raise EqgenError(f"{where}official tokenizer with {', '.join(unsupported)} is not supported")
+    levels = len(dd.ch_mult)
+    config = from_dict(TokenizerConfig, dict(
+        height=dd.resolution, in_channels=dd.in_channels, out_channels=dd.out_ch, ch=dd.ch,
+        ch_mult=dd.ch_mult, num_res_blocks=dd.num_res_blocks, attn_resolutions=dd.attn_resolutions,
+        z_channels=dd.z_channels, embed_dim=official.embed_dim, dropout=dd.dropout,
+        # the official code treats any len_down_scale ≥ levels − 1 as "every downsample halves the width"
+        len_down_scale=min(dd.len_down_scale, levels - 1), noise_std=official.std,
+        semantic_widths=[sem.ch * m for m in sem.ch_mult[1:]] + [sem.ch * (sem.out_ch // sem.ch)],
+        semantic_res_blocks=sem.num_res_blocks, semantic_dim=sem.out_ch, latent_scale=latent_scale),
+        source=file)
+    if official.post_channels not in (None, config.column_channels):
+        raise EqgenError(f"{where}post_channels {official.post_channels} != z_channels × latent rows "
+                         f"({config.column_channels})")
     return config
 
 
@@ -137,9 +189,11 @@ def load_official_tokenizer(checkpoint: str | Path, config: str | Path | None = 
     Checkpoints are read with `torch.load(weights_only=True)`; `trust_pickle=True` unpickles a file that needs
     more — only for a file from a source you trust, since unpickling can run arbitrary code."""
     ckpt = _read(Path(checkpoint), trust_pickle)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not any(k.startswith(("ema_encoder.", "encoder.")) for k in state):
-        raise EqgenError(f"{checkpoint} holds no official tokenizer weights (no encoder.* or ema_encoder.* entries)")
+    expected = "tensors named encoder.* or ema_encoder.*, under state_dict or at the top level"
+    state = state_dict_in(ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None, checkpoint,
+                          "official tokenizer", expected)
+    if not any(k.startswith(("ema_encoder.", "encoder.")) for k in state):
+        raise EqgenError(f"{checkpoint} holds no official tokenizer weights (expected {expected})")
     if config is None:
         cfg = from_preset(TokenizerConfig, TOKENIZER_PRESETS, "paper", latent_scale=latent_scale)
     else:

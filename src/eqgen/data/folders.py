@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import statistics
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,28 +41,37 @@ _CHUNK = 256  # files per thread-pool task: millions of files must not become mi
 
 class SkippedFile(NamedTuple):
     path: str  # relative to the root
-    reason: str  # empty, not an image, unreadable or missing
+    reason: str  # files: empty, not an image, not a file, unreadable, missing;
+    #              folders: unreadable, symlink loop, linked twice, empty class, no usable image
     detail: str
 
 
 @dataclass
 class FolderIndex:
-    """What `index_folder` found: the usable samples and the skipped files, all plain data."""
+    """What `index_folder` found: the usable samples and the skipped files and folders, all plain data."""
 
     root: Path
     classes: list[str]
     samples: list[tuple[str, int]]  # (path relative to root, label)
     sizes: list[tuple[int, int]] | None  # (width, height) per sample; None when files were not verified
     skipped: list[SkippedFile]
+    skipped_folders: list[SkippedFile] = field(default_factory=list)  # not indexed, or class folders dropped
 
     def skip_summary(self) -> str:
         total = len(self.samples) + len(self.skipped)
-        reasons = Counter(s.reason for s in self.skipped)
-        return f"skipped {len(self.skipped)} of {total} files (" + ", ".join(f"{n} {r}" for r, n in reasons.most_common()) + ")"
+        summary = f"skipped {len(self.skipped)} of {total} files{_reasons(self.skipped)}"
+        if self.skipped_folders:
+            summary += f" and {len(self.skipped_folders)} folder(s){_reasons(self.skipped_folders)}"
+        return summary
 
     def require_images(self) -> None:
         if not self.samples:
             raise EqgenError(f"{self.root} has no readable image: {self.skip_summary()}")
+
+
+def _reasons(skipped: list[SkippedFile]) -> str:
+    reasons = Counter(s.reason for s in skipped)
+    return " (" + ", ".join(f"{n} {r}" for r, n in reasons.most_common()) + ")" if skipped else ""
 
 
 def index_folder(root: str | Path, list_file: str | Path | None = None, *, verify: bool = True,
@@ -72,16 +82,19 @@ def index_folder(root: str | Path, list_file: str | Path | None = None, *, verif
     plain `Image.verify()` skips JPEG pixel data, so a truncated JPEG would pass; decoding JPEGs at 1/8 scale
     (`draft`) reads every byte for a fraction of a full decode. verify=False only rejects empty files and
     unknown extensions: fast on ImageNet-size folders, and a broken file is then caught at load time.
+    Class folders left without a usable image are dropped from the classes (and reported); list files keep
+    their classes, whose integer labels may name classes defined elsewhere.
     """
     root = Path(root)
     if not root.is_dir():
         raise EqgenError(f"image folder {root} not found" if not root.exists() else f"{root} is not a folder")
-    classes, candidates = _read_list(root, Path(list_file)) if list_file is not None else _scan(root)
+    folders: list[SkippedFile] = []
+    classes, candidates = _read_list(root, Path(list_file)) if list_file is not None else _scan(root, folders)
     probe = _probe if verify else _stat
     chunks = [[root / path for path, _ in candidates[i:i + _CHUNK]] for i in range(0, len(candidates), _CHUNK)]
     with ThreadPoolExecutor(workers) as pool:
         results = [r for chunk in pool.map(lambda paths: [probe(p) for p in paths], chunks) for r in chunk]
-    index = FolderIndex(root, classes, [], [] if verify else None, [])
+    index = FolderIndex(root, classes, [], [] if verify else None, [], folders)
     for (path, label), (size, problem) in zip(candidates, results):
         if problem:
             index.skipped.append(SkippedFile(path, *problem))
@@ -89,23 +102,93 @@ def index_folder(root: str | Path, list_file: str | Path | None = None, *, verif
             index.samples.append((path, label))
             if verify:
                 index.sizes.append(size)
+    if list_file is None:
+        _drop_classes_without_images(index, Counter(label for _, label in candidates))
     return index
 
 
-def _scan(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
-    """Every non-hidden file under each class subfolder, in a fixed (sorted) order."""
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+def _scan(root: Path, skipped: list[SkippedFile]) -> tuple[list[str], list[tuple[str, int]]]:
+    """Every non-hidden file under each class subfolder, in a fixed (sorted) order; the folders that could
+    not be read, or were reached a second time through a symlink, go to `skipped`."""
+    try:
+        entries = _list(root)
+    except OSError as err:
+        raise EqgenError(f"cannot read image folder {root}: {_message(err)}") from None
+    classes = [e.name for e in entries if _is_dir(e) and not e.name.startswith(".")]
     if not classes:
         raise EqgenError(f"{root} has no class subfolders: expected {root}/<class>/<image> (the ImageNet layout)")
+    seen = {_identity(root): "."}  # (device, inode) -> the first path that reached the folder
     files = []
     for label, name in enumerate(classes):
-        for folder, subfolders, names in os.walk(root / name, followlinks=True):
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))  # hidden: .git, ._mac files
-            rel = Path(folder).relative_to(root)
-            files += [((rel / f).as_posix(), label) for f in sorted(names) if not f.startswith(".")]
+        files += [(path, label) for path in _walk(root, Path(name), seen, skipped)]
     if not files:
-        raise EqgenError(f"{root} has no files in its {len(classes)} class folder(s)")
+        also = f"; skipped {len(skipped)} folder(s){_reasons(skipped)}" if skipped else ""
+        raise EqgenError(f"{root} has no files in its {len(classes)} class folder(s){also}")
     return classes, files
+
+
+def _walk(root: Path, start: Path, seen: dict, skipped: list[SkippedFile]) -> list[str]:
+    """The non-hidden files under root/start (paths relative to root), depth first in sorted order, entering
+    each folder once however many symlinks lead to it: a link back up (a loop) is followed once, not until
+    the path grows too long, and two links to one folder do not count its images twice."""
+    files, pending = [], [start]
+    while pending:
+        folder = pending.pop()
+        rel = folder.as_posix()
+        try:
+            identity = _identity(root / folder)
+            if identity in seen:
+                first = seen[identity]
+                if first == "." or rel.startswith(first + "/"):
+                    skipped.append(SkippedFile(rel, "symlink loop", f"leads back to {_name(first)}"))
+                else:
+                    skipped.append(SkippedFile(rel, "linked twice", f"leads to {_name(first)}, indexed already"))
+                continue
+            seen[identity] = rel
+            entries = _list(root / folder)
+        except OSError as err:
+            skipped.append(SkippedFile(rel, "unreadable", _message(err)))
+            continue
+        visible = [(e.name, _is_dir(e)) for e in entries if not e.name.startswith(".")]  # hidden: .git, ._mac
+        files += [(folder / name).as_posix() for name, is_dir in visible if not is_dir]
+        pending += [folder / name for name, is_dir in reversed(visible) if is_dir]
+    return files
+
+
+def _name(rel: str) -> str:
+    return "the image folder itself" if rel == "." else rel
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    info = path.stat()  # through symlinks: the folder itself
+    return info.st_dev, info.st_ino
+
+
+def _list(folder: Path) -> list[os.DirEntry]:
+    with os.scandir(folder) as entries:
+        return sorted(entries, key=lambda e: e.name)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks; a broken link is a (missing) file
+    except OSError:
+        return False
+
+
+def _drop_classes_without_images(index: FolderIndex, files: Counter) -> None:
+    """Class folders with no usable image are not classes: report them and renumber the others."""
+    usable = Counter(label for _, label in index.samples)
+    reported = {s.path for s in index.skipped_folders}  # an unreadable or twice-linked class folder
+    for label, name in enumerate(index.classes):
+        if not usable[label] and name not in reported:
+            reason = "empty class" if not files[label] else "no usable image"
+            detail = "no files" if not files[label] else f"all {files[label]} of its files skipped"
+            index.skipped_folders.append(SkippedFile(name, reason, detail + "; not made a class"))
+    kept = [label for label in range(len(index.classes)) if usable[label]]
+    renumber = {old: new for new, old in enumerate(kept)}
+    index.classes = [index.classes[label] for label in kept]
+    index.samples = [(path, renumber[label]) for path, label in index.samples]
 
 
 def _read_list(root: Path, list_file: Path) -> tuple[list[str], list[tuple[str, int]]]:
@@ -139,10 +222,15 @@ def _stat(path: Path) -> Probe:
     if path.suffix.lower() not in EXTENSIONS:
         return None, ("not an image", f"unknown extension {path.suffix!r}")
     try:
-        if path.stat().st_size == 0:
-            return None, ("empty", "0 bytes")
-    except OSError as err:
+        info = path.stat()
+    except FileNotFoundError as err:  # listed but absent, or a broken symlink
         return None, ("missing", err.strerror or str(err))
+    except OSError as err:
+        return None, ("unreadable", _message(err))
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the reader, a device never end
+        return None, ("not a file", "a FIFO, socket or device")
+    if info.st_size == 0:
+        return None, ("empty", "0 bytes")
     return None, None
 
 
@@ -202,7 +290,7 @@ class ImageFolder(Dataset):
             raise EqgenError(f"image size must be positive, got {height}x{width} (height x width)")
         self.index = index_folder(root, list_file, verify=verify, workers=workers)
         self.index.require_images()
-        if self.index.skipped:  # one line, however many files: the details are in `eqgen data inspect`
+        if self.index.skipped or self.index.skipped_folders:  # one line, however many files: the details are in `eqgen data inspect`
             log.warning("eqgen: %s in %s; `eqgen data inspect` lists them", self.index.skip_summary(), root)
         self.height, self.width, self.train, self.seed = height, width, train, seed
         self.epoch = 0
@@ -263,24 +351,32 @@ class ImageFolder(Dataset):
 
 
 def describe(index: FolderIndex, listed: int = 20) -> str:
-    """A report for `eqgen data inspect`: classes, images per class, sizes, and the skipped files."""
-    per_class = Counter(label for _, label in index.samples)
-    counts = [per_class[i] for i in range(len(index.classes))]
-    fewest = min(range(len(counts)), key=counts.__getitem__)
-    lines = [f"{index.root}: {len(index.samples)} images in {len(index.classes)} classes",
-             f"images per class: {_spread(counts)} (fewest: {index.classes[fewest]!r})"]
+    """A report for `eqgen data inspect`: classes, images per class, sizes, and the skipped files and folders."""
+    lines = [f"{index.root}: {len(index.samples)} images in {len(index.classes)} classes"]
+    if index.classes:
+        per_class = Counter(label for _, label in index.samples)
+        counts = [per_class[i] for i in range(len(index.classes))]
+        fewest = min(range(len(counts)), key=counts.__getitem__)
+        lines.append(f"images per class: {_spread(counts)} (fewest: {index.classes[fewest]!r})")
     if index.sizes:
         widths, heights = zip(*index.sizes)
         lines += [f"width (px):  {_spread(widths)}", f"height (px): {_spread(heights)}",
                   f"aspect w/h:  {_spread([w / h for w, h in index.sizes], '.2f')}"]
-    if not index.skipped:
-        lines.append("skipped no files")
-        return "\n".join(lines)
-    lines.append(index.skip_summary() + ":")
-    lines += [f"  {s.path}: {s.reason} ({s.detail})" for s in index.skipped[:listed]]
-    if len(index.skipped) > listed:
-        lines.append(f"  ... and {len(index.skipped) - listed} more")
+    total = len(index.samples) + len(index.skipped)
+    lines += _listing(f"skipped {len(index.skipped)} of {total} files", "skipped no files", index.skipped, listed)
+    lines += _listing(f"skipped {len(index.skipped_folders)} folder(s)", "skipped no folders", index.skipped_folders,
+                      listed)
     return "\n".join(lines)
+
+
+def _listing(title: str, none: str, skipped: list[SkippedFile], listed: int) -> list[str]:
+    if not skipped:
+        return [none]
+    lines = [f"{title}{_reasons(skipped)}:"]
+    lines += [f"  {s.path}: {s.reason} ({s.detail})" for s in skipped[:listed]]
+    if len(skipped) > listed:
+        lines.append(f"  ... and {len(skipped) - listed} more")
+    return lines
 
 
 def _spread(values, fmt: str = "g") -> str:
