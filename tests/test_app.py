@@ -81,14 +81,9 @@ def test_the_server_defaults_fill_what_a_request_leaves_out(pipe):
     assert torch.equal(implicit.tokens, explicit.tokens)
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--port", "99999"], "port must be between 0 and 65535, got 99999"),
-    (["--max-width", "0"], "maximum width must be a multiple of the token width"),
+@pytest.mark.parametrize("flags,message", [  # what depends on the model; bad numbers: test_cli_values.py
     (["--max-width", "100"], "maximum width must be a multiple of the token width"),
-    (["--seed", "-1"], "seed must be between 0 and"),
-    (["--cfg", "nan"], "cfg must be a finite number"),
-    (["--temperature", "-1"], "temperature must be between 0 and 10"),
-    (["--steps", "0"], "steps must be at least 1"),
+    (["--temperature", "11"], "temperature must be between 0 and 10"),
 ])
 def test_bad_app_flags_get_one_line(flags, message, capsys):
     assert main(["app", *flags]) == 2

@@ -1,19 +1,26 @@
 """The `eqgen` command: one small function per command, each calling the library.
 
-Every user mistake raises `EqgenError`; `main` prints it as one line on stderr and exits with status 2.
+Every user mistake raises `EqgenError`; `main` prints it as one line on stderr and exits with status 2. Bad flag
+values never get that far: their types (`cli_types`) refuse them, also in one line, while the command line is
+parsed.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import os
 import sys
+from pathlib import Path
 
+from .cli_types import (Parser, at_least_two, device, integer, nonnegative_float, nonnegative_int, output_dir, output_file,
+                        pixel_column, png_file, positions, positive_float, positive_int, seed, unit_interval)
 from .errors import EqgenError
 from .training import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eqgen", description="Equivariant Image Modeling: column tokens, any width.")
+    parser = Parser(prog="eqgen", description="Equivariant Image Modeling: column tokens, any width.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data(commands)
     _add_train(commands)
@@ -31,26 +38,24 @@ def _training_flags(parser: argparse.ArgumentParser, preset: str) -> None:
     """The core flags every training command shares."""
     parser.add_argument("--preset", default=preset, help=f"model size preset (default: {preset})")
     parser.add_argument("--data", default="landscapes", help="'landscapes' (built in) or an image folder, one subfolder per class")
-    parser.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, the trained model")
-    parser.add_argument("--steps", type=int, default=5000, help="optimizer steps in total (default: 5000)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per step and process (default: 32)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, type=output_dir,
+                        help="run directory: checkpoints, metrics.jsonl, the trained model")
+    parser.add_argument("--steps", type=positive_int, default=5000, help="optimizer steps in total (default: 5000)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per step and process (default: 32)")
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="bf16 autocast or fp32; auto: bf16 on CUDA and on CPUs with AVX512-BF16/AMX (default)")
-    parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
-    parser.add_argument("--warmup", type=int, help="linear warm-up steps (default: the preset's)")
-    parser.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default: 500)")
-    parser.add_argument("--ema", type=float, default=0.999, help="EMA decay (default: 0.999)")
+    parser.add_argument("--lr", type=positive_float, help="learning rate (default: the preset's)")
+    parser.add_argument("--warmup", type=nonnegative_int, help="linear warm-up steps (default: the preset's)")
+    parser.add_argument("--save-every", type=positive_int, default=500, help="checkpoint every N steps (default: 500)")
+    parser.add_argument("--ema", type=unit_interval, default=0.999, help="EMA decay (default: 0.999)")
 
 
 def _run_config(args: argparse.Namespace):
     from .training import RunConfig
 
-    for flag in ("steps", "batch_size", "save_every"):
-        if getattr(args, flag) <= 0:
-            raise EqgenError(f"--{flag.replace('_', '-')} must be positive")
     return RunConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, ema_decay=args.ema,
                      save_every=args.save_every, device=args.device, precision=args.precision)
 
@@ -63,18 +68,20 @@ def _add_train(commands) -> None:
                             description="Trains the column autoencoder; --out becomes a tokenizer directory "
                                         "(config.json with the measured latent scale + model.safetensors).")
     _training_flags(tok, "demo")
-    tok.add_argument("--width", type=int, help="training image width in pixels (default: the preset's)")
+    tok.add_argument("--width", type=positive_int, help="training image width in pixels (default: the preset's)")
     tok.add_argument("--lpips", help="LPIPS weights (VGG16 + LPIPS heads, safetensors) for the perceptual loss")
-    tok.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"), help="Adam betas (default: the preset's)")
-    tok.add_argument("--decay-every", type=int, help="learning rate ×0.2 every N steps after warm-up; 0 = never "
-                                                     "(default: the preset's)")
-    tok.add_argument("--adversarial-start", type=int, help="step at which the PatchGAN loss starts")
+    tok.add_argument("--betas", type=unit_interval, nargs=2, metavar=("B1", "B2"),
+                     help="Adam betas (default: the preset's)")
+    tok.add_argument("--decay-every", type=nonnegative_int,
+                     help="learning rate ×0.2 every N steps after warm-up; 0 = never (default: the preset's)")
+    tok.add_argument("--adversarial-start", type=nonnegative_int, help="step at which the PatchGAN loss starts")
     tok.add_argument("--decoder-only", action="store_true", help="second stage: fine-tune the decoder only "
                                                                  "(with --init-from)")
     tok.add_argument("--init-from", help="a trained tokenizer directory to start from")
-    tok.add_argument("--noise-std", type=float, help="largest std of the noise posterior (default: the preset's)")
-    tok.add_argument("--grid-rows", type=int, help="tokens on a 2-D grid of this many rows, raster order (the "
-                                                   "paper's AR-MAR-2D baseline); default: columns")
+    tok.add_argument("--noise-std", type=nonnegative_float,
+                     help="largest std of the noise posterior (default: the preset's)")
+    tok.add_argument("--grid-rows", type=positive_int, help="tokens on a 2-D grid of this many rows, raster order "
+                                                            "(the paper's AR-MAR-2D baseline); default: columns")
     tok.set_defaults(run=_train_tokenizer)
 
     gen = models.add_parser("generator", help="train the generator on cached tokens of --data",
@@ -83,16 +90,19 @@ def _add_train(commands) -> None:
                                         "$(which eqgen) train generator ...")
     _training_flags(gen, "demo")
     gen.add_argument("--tokenizer", required=True, help="a trained tokenizer directory (eqgen train tokenizer --out)")
-    gen.add_argument("--cache", help="token cache directory (default: OUT/token_cache)")
-    gen.add_argument("--cache-images", type=int, default=20000, help="images to encode into the cache (default: 20000)")
-    gen.add_argument("--cache-width", type=int, help="pixel width of the cached images (default: square); wider "
-                                                     "rows let training take interior crops")
-    gen.add_argument("--seq-len", type=int, help="tokens per training sequence (default: the preset's, else the cached width)")
+    gen.add_argument("--cache", type=output_dir, help="token cache directory (default: OUT/token_cache)")
+    gen.add_argument("--cache-images", type=positive_int, default=20000,
+                     help="images to encode into the cache (default: 20000)")
+    gen.add_argument("--cache-width", type=positive_int, help="pixel width of the cached images (default: square); "
+                                                              "wider rows let training take interior crops")
+    gen.add_argument("--seq-len", type=positive_int,
+                     help="tokens per training sequence (default: the preset's, else the cached width)")
     gen.add_argument("--crops", default="interior", help="edge, interior or equivariant (default: interior)")
-    gen.add_argument("--window", type=int, help="attention window (default: the preset's); 0 = full causal")
-    gen.add_argument("--train-positions", help="train the loss only on these positions, e.g. 0,2,4,6")
+    gen.add_argument("--window", type=nonnegative_int, help="attention window (default: the preset's); 0 = full causal")
+    gen.add_argument("--train-positions", type=positions, help="train the loss only on these positions, e.g. 0,2,4,6")
     gen.add_argument("--init-from", help="a pipeline directory (or 'builtin') whose generator to fine-tune")
-    gen.add_argument("--rope-shift", type=int, help="random RoPE shift range (default: the preset's, 16); 1 = none")
+    gen.add_argument("--rope-shift", type=positive_int,
+                     help="random RoPE shift range (default: the preset's, 16); 1 = none")
     gen.set_defaults(run=_train_generator)
 
 
@@ -119,7 +129,7 @@ def _train_generator(args: argparse.Namespace) -> None:
     from .generator_training import TRAIN_PRESETS, GeneratorTrainConfig, train_generator
 
     train = from_dict(GeneratorTrainConfig, {**TRAIN_PRESETS.get(args.preset, {}), "crops": args.crops,
-                                             "train_positions": _int_list(args.train_positions, "--train-positions"),
+                                             "train_positions": args.train_positions,
                                              "init_from": args.init_from})
     for flag, field in (("lr", "lr"), ("warmup", "warmup_steps"), ("seq_len", "seq_len")):
         if getattr(args, flag) is not None:
@@ -144,22 +154,22 @@ def _add_data(commands) -> None:
     sub.add_parser("classes", help="list the landscape classes, one per line").set_defaults(run=_data_classes)
 
     def shape_flags(p: argparse.ArgumentParser, width: int) -> None:
-        p.add_argument("--width", type=int, default=width, help=f"pixels (default: {width})")
-        p.add_argument("--height", type=int, default=64, help="pixels (default: 64)")
-        p.add_argument("--token-width", type=int, default=TOKEN_WIDTH,
+        p.add_argument("--width", type=positive_int, default=width, help=f"pixels (default: {width})")
+        p.add_argument("--height", type=positive_int, default=64, help="pixels (default: 64)")
+        p.add_argument("--token-width", type=positive_int, default=TOKEN_WIDTH,
                        help=f"--width must be a multiple of it (default: {TOKEN_WIDTH})")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("-o", "--out", required=True, help="output PNG")
+        p.add_argument("--seed", type=seed, default=0)
+        p.add_argument("-o", "--out", required=True, type=png_file, help="output PNG")
 
     render = sub.add_parser("render", help="one landscape of any width",
                             description="Renders one landscape; --x0 shifts the window, so chunks tile seamlessly.")
     render.add_argument("--class", dest="cls", metavar="NAME", required=True, help="a class name (eqgen data classes)")
-    render.add_argument("--x0", type=int, default=0, help="first pixel column (default: 0)")
+    render.add_argument("--x0", type=pixel_column, default=0, help="first pixel column (default: 0)")
     shape_flags(render, 1024)
     render.set_defaults(run=_data_render)
 
     grid = sub.add_parser("grid", help="a grid of landscapes: one row per class, one column per seed")
-    grid.add_argument("--per-class", type=int, default=8, help="images per class (default: 8)")
+    grid.add_argument("--per-class", type=positive_int, default=8, help="images per class (default: 8)")
     grid.add_argument("--classes", help="comma-separated class names (default: all)")
     shape_flags(grid, 64)
     grid.set_defaults(run=_data_grid)
@@ -179,10 +189,8 @@ def _data_classes(args: argparse.Namespace) -> None:
 
 
 def _check_width(args: argparse.Namespace) -> None:
-    if args.token_width <= 0:
-        raise EqgenError(f"--token-width must be positive, got {args.token_width}")
-    if args.width <= 0 or args.width % args.token_width:
-        raise EqgenError(f"--width must be a positive multiple of the token width {args.token_width}, got {args.width}")
+    if args.width % args.token_width:
+        raise EqgenError(f"--width must be a multiple of the token width {args.token_width}, got {args.width}")
 
 
 def _data_render(args: argparse.Namespace) -> None:
@@ -199,8 +207,6 @@ def _data_grid(args: argparse.Namespace) -> None:
     from .imageio import from_uint8, grid, save_png
 
     _check_width(args)
-    if args.per_class <= 0:
-        raise EqgenError(f"--per-class must be positive, got {args.per_class}")
     classes = CLASSES if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
     names = [c for c in classes for _ in range(args.per_class)]
     seeds = [args.seed + i for _ in classes for i in range(args.per_class)]
@@ -217,37 +223,29 @@ def _data_inspect(args: argparse.Namespace) -> None:
     index.require_images()
 
 
-def _int_list(text: str | None, flag: str) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise EqgenError(f"{flag} takes comma-separated integers, got {text!r}") from None
-
-
 def _generation_flags(parser: argparse.ArgumentParser, cfg_schedule: str, output: bool = True) -> None:
     parser.add_argument("--model", default="builtin", help="a pipeline directory or Hub id (default: the built-in model)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default: 3.0; 1 = none)")
+    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--cfg", type=nonnegative_float, default=3.0,
+                        help="classifier-free guidance scale (default: 3.0; 1 = none)")
     parser.add_argument("--cfg-schedule", default=cfg_schedule, choices=["linear", "constant"],
                         help=f"guidance along the sequence (default: {cfg_schedule})")
     _solver_flags(parser)
-    parser.add_argument("--temperature", type=float, default=1.0, help="start-noise scale (default: 1.0)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--temperature", type=nonnegative_float, default=1.0, help="start-noise scale (default: 1.0)")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu or cuda (default: cpu)")
     if output:
-        parser.add_argument("-o", "--output", required=True, help="PNG file to write")
+        parser.add_argument("-o", "--output", required=True, type=png_file, help="PNG file to write")
 
 
 def _solver_flags(parser: argparse.ArgumentParser) -> None:
     from .flow import SOLVERS
     from .pipeline import DEFAULTS
 
-    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"],
+    parser.add_argument("--steps", type=positive_int, default=DEFAULTS["steps"],
                         help=f"ODE steps per token (default: {DEFAULTS['steps']}; the paper: 100 Euler steps)")
     parser.add_argument("--solver", default=DEFAULTS["solver"], choices=list(SOLVERS),
                         help=f"ODE solver (default: {DEFAULTS['solver']})")
-    parser.add_argument("--rho", type=float, default=DEFAULTS["rho"],
+    parser.add_argument("--rho", type=positive_float, default=DEFAULTS["rho"],
                         help=f"time grid (k/steps)^rho; 1 = uniform, as officially (default: {DEFAULTS['rho']})")
 
 
@@ -264,8 +262,8 @@ def _add_sample(commands) -> None:
     p = commands.add_parser("sample", help="a grid of class-conditional samples")
     _generation_flags(p, "linear")
     p.add_argument("--class", dest="classes", help="comma-separated class names (default: every class)")
-    p.add_argument("-n", "--per-class", type=int, default=8, help="images per class (default: 8)")
-    p.add_argument("--width", type=int, help="image width in pixels (default: the training width)")
+    p.add_argument("-n", "--per-class", type=positive_int, default=8, help="images per class (default: 8)")
+    p.add_argument("--width", type=positive_int, help="image width in pixels (default: the training width)")
     p.set_defaults(run=_sample)
 
 
@@ -276,9 +274,7 @@ def _sample(args: argparse.Namespace) -> None:
     from .pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model, device=args.device)
-    classes = args.classes.split(",") if args.classes else pipe.classes
-    if args.per_class < 1:
-        raise EqgenError("--per-class must be at least 1")
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes is not None else pipe.classes
     num_tokens = pipe.tokens_for_width(args.width) if args.width else None
     pipe.labels(classes)  # unknown names fail before any work
     rows = [pipe.generate([c] * args.per_class, num_tokens, progress=True, **_options(args)) for c in classes]
@@ -289,10 +285,11 @@ def _add_panorama(commands) -> None:
     p = commands.add_parser("panorama", help="one very wide image, any width, bounded memory")
     _generation_flags(p, "constant")
     p.add_argument("--class", dest="cls", required=True, help="the class to generate")
-    p.add_argument("--width", type=int, default=2048, help="width in pixels (default: 2048)")
+    p.add_argument("--width", type=positive_int, default=2048, help="width in pixels (default: 2048)")
     p.add_argument("--left", help="an image to continue to the right (outpainting)")
-    p.add_argument("--tile", type=int, default=64, help="tokens per decoded tile (default: 64)")
-    p.add_argument("--overlap", type=int, default=8, help="tokens of cross-faded overlap between tiles (default: 8)")
+    p.add_argument("--tile", type=positive_int, default=64, help="tokens per decoded tile (default: 64)")
+    p.add_argument("--overlap", type=positive_int, default=8,
+                   help="tokens of cross-faded overlap between tiles (default: 8)")
     p.set_defaults(run=_panorama)
 
 
@@ -311,8 +308,9 @@ def _add_app(commands) -> None:
     p = commands.add_parser("app", help="the interactive web page: grow an image column by column")
     _generation_flags(p, "constant", output=False)  # seed, cfg, temperature: the page's defaults
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
-    p.add_argument("--max-width", type=int, default=4096,
+    p.add_argument("--port", type=integer(0, 65535, "a port from 0 to 65535"), default=7860,
+                   help="port (default: 7860; 0 = any free port)")
+    p.add_argument("--max-width", type=positive_int, default=4096,
                    help="the widest image a request may ask for, in px (default: 4096)")
     p.set_defaults(run=_app)
 
@@ -343,7 +341,7 @@ def _add_convert(commands) -> None:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow full unpickling of a checkpoint that tensors-only loading cannot read (only for "
                         "files from a source you trust)")
-    p.add_argument("-o", "--out", required=True, help="output directory")
+    p.add_argument("-o", "--out", required=True, type=output_dir, help="output directory")
     p.set_defaults(run=_convert)
 
 
@@ -380,21 +378,21 @@ def _add_eval(commands) -> None:
                                      "training-width window with landscape renders of the class at that offset.")
     p.add_argument("--model", default="builtin")
     p.add_argument("--class", dest="cls", required=True)
-    p.add_argument("--multiple", type=int, default=32, help="panorama width in training widths (default: 32)")
-    p.add_argument("-n", "--images", type=int, default=4, help="panoramas to generate (default: 4)")
+    p.add_argument("--multiple", type=positive_int, default=32, help="panorama width in training widths (default: 32)")
+    p.add_argument("-n", "--images", type=positive_int, default=4, help="panoramas to generate (default: 4)")
     _solver_flags(p)
-    p.add_argument("--cfg", type=float, default=3.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--every", type=int, default=4, help="print every k-th offset window (default: 4)")
+    p.add_argument("--cfg", type=nonnegative_float, default=3.0)
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--every", type=positive_int, default=4, help="print every k-th offset window (default: 4)")
     p.set_defaults(run=_eval_long)
     q = kinds.add_parser("samples", help="landscape-FID, IS-style score, precision/recall, class accuracy",
                          description="Scores samples of every class against fresh landscape renders with eqgen's "
                                      "own landscape classifier as the feature extractor (not Inception-FID).")
     q.add_argument("--model", default="builtin")
-    q.add_argument("-n", "--per-class", type=int, default=16)
+    q.add_argument("-n", "--per-class", type=at_least_two, default=16)
     _solver_flags(q)
-    q.add_argument("--cfg", type=float, default=3.0)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--cfg", type=nonnegative_float, default=3.0)
+    q.add_argument("--seed", type=seed, default=0)
     q.add_argument("--inception", help="also Inception-FID: the TorchScript inception-2015-12-05.pt (a local file)")
     q.add_argument("--per-class-fid", action="store_true", help="also the landscape-FID of every class on its own")
     q.set_defaults(run=_eval_samples)
@@ -404,19 +402,21 @@ def _add_eval(commands) -> None:
     source = t.add_mutually_exclusive_group()
     source.add_argument("--tokenizer", help="a tokenizer directory (eqgen train tokenizer --out)")
     source.add_argument("--model", default="builtin", help="or the tokenizer of a model directory (default: built-in)")
-    t.add_argument("-n", "--images", type=int, default=256, help="renders to reconstruct (default: 256)")
-    t.add_argument("--tokens", type=int, default=16, help="render width in tokens (default: 16)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("-n", "--images", type=at_least_two, default=256, help="renders to reconstruct (default: 256)")
+    t.add_argument("--tokens", type=at_least_two, default=16, help="render width in tokens (default: 16)")
+    t.add_argument("--seed", type=seed, default=0)
     t.add_argument("--inception", help="also Inception-rFID: the TorchScript inception-2015-12-05.pt")
-    t.add_argument("--png", help="also write one fresh render per class here, each above its reconstruction")
+    t.add_argument("--png", type=png_file,
+                   help="also write one fresh render per class here, each above its reconstruction")
     t.set_defaults(run=_eval_tokenizer)
     c = kinds.add_parser("train-classifier", help="train the landscape classifier that the landscape scores use",
                          description="Trains eqgen's landscape classifier on fresh renders (the shipped one was "
                                      "made this way) and prints its held-out accuracy.")
-    c.add_argument("--out", required=True, help="a directory for the classifier (config.json + safetensors)")
-    c.add_argument("--steps", type=int, default=1200)
-    c.add_argument("--batch-size", type=int, default=64)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, type=output_dir,
+                   help="a directory for the classifier (config.json + safetensors)")
+    c.add_argument("--steps", type=positive_int, default=1200)
+    c.add_argument("--batch-size", type=at_least_two, default=64)
+    c.add_argument("--seed", type=seed, default=0)
     c.set_defaults(run=_eval_train_classifier)
 
 
@@ -427,11 +427,12 @@ def _eval_long(args: argparse.Namespace) -> None:
     from .pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model)
+    cls = pipe.classes[int(pipe.labels(args.cls))]  # a name or an index: the renders need the name
     window = pipe.generator.config.train_tokens * pipe.token_width
     width = window * args.multiple
-    panoramas = np.stack([pipe.panorama(args.cls, width, seed=args.seed + i, cfg=args.cfg, progress=False,
+    truth = ground_truth(cls, max(args.images, 8), width, pipe.height)  # before the panoramas: fails fast
+    panoramas = np.stack([pipe.panorama(cls, width, seed=args.seed + i, cfg=args.cfg, progress=False,
                                         **_solver_options(args)) for i in range(args.images)])
-    truth = ground_truth(args.cls, max(args.images, 8), width, pipe.height)
     rows = drift_table(offset_stats(panoramas, window), offset_stats(truth, window))
     print(f"{'offset px':>9} {'colour z':>9} {'texture':>8} {'seams':>6}")
     for row in rows[:: args.every] + ([rows[-1]] if (len(rows) - 1) % args.every else []):
@@ -444,8 +445,6 @@ def _eval_samples(args: argparse.Namespace) -> None:
     from .evaluation.scores import landscape_scores
     from .pipeline import Pipeline
 
-    if args.per_class < 2:
-        raise EqgenError("--per-class must be at least 2")
     pipe = Pipeline.from_pretrained(args.model)
     scores = landscape_scores(pipe, args.per_class, args.seed, cfg=args.cfg, inception=args.inception,
                               **_solver_options(args))
@@ -467,8 +466,6 @@ def _print_scores(scores: dict[str, float]) -> None:
 def _eval_train_classifier(args: argparse.Namespace) -> None:
     from .evaluation.classifier import train_classifier
 
-    if args.steps < 1 or args.batch_size < 2:
-        raise EqgenError("--steps must be positive and --batch-size at least 2")
     _, accuracy = train_classifier(args.out, args.steps, args.batch_size, args.seed)
     print(f"held-out accuracy {accuracy:.3f}; wrote {args.out}")
 
@@ -482,8 +479,6 @@ def _eval_tokenizer(args: argparse.Namespace) -> None:
     from .pipeline import Pipeline
     from .tokenizer import ColumnTokenizer
 
-    if args.images < 2:
-        raise EqgenError("-n must be at least 2")
     tokenizer = (ColumnTokenizer.from_pretrained(args.tokenizer) if args.tokenizer
                  else Pipeline.from_pretrained(args.model).tokenizer)
     scores = tokenizer_scores(tokenizer, args.images, args.tokens, args.seed, inception=args.inception)
@@ -505,10 +500,10 @@ def _add_analyze(commands) -> None:
                          description="Teacher-forced flow-matching loss of every token position on fresh renders of "
                                      "every class, the same noise draws at every position; optional plot.")
     p.add_argument("--model", default="builtin")
-    p.add_argument("--tokens", type=int, help="tokens per render (default: the training length)")
-    p.add_argument("-n", "--per-class", type=int, default=8, help="held-out renders per class (default: 8)")
-    p.add_argument("--draws", type=int, default=8, help="noise draws per token (default: 8)")
-    p.add_argument("--plot", help="write a PNG plot here")
+    p.add_argument("--tokens", type=at_least_two, help="tokens per render (default: the training length)")
+    p.add_argument("-n", "--per-class", type=at_least_two, default=8, help="held-out renders per class (default: 8)")
+    p.add_argument("--draws", type=positive_int, default=8, help="noise draws per token (default: 8)")
+    p.add_argument("--plot", type=png_file, help="write a PNG plot here")
     p.set_defaults(run=_analyze_positions)
     q = kinds.add_parser("costs", help="parameters and GFLOPs of the S/B/L/H presets next to the paper's Table 2")
     q.set_defaults(run=_analyze_costs)
@@ -518,8 +513,6 @@ def _analyze_positions(args: argparse.Namespace) -> None:
     from .evaluation.positions import held_out_tokens, position_losses
     from .pipeline import Pipeline
 
-    if args.per_class < 2:
-        raise EqgenError("--per-class must be at least 2")
     pipe = Pipeline.from_pretrained(args.model)
     tokens, labels = held_out_tokens(pipe, args.per_class, args.tokens or pipe.generator.config.train_tokens)
     loss, error = position_losses(pipe.generator, tokens, labels, draws=args.draws)
@@ -549,14 +542,17 @@ def _add_report(commands) -> None:
                                         "(zero-shot positions, window vs full vs real equivariant, 2-D grid baseline, "
                                         "RoPE shift), measures them and writes a markdown report with plots. "
                                         "About 45 minutes on a 2-core CPU; a rerun continues where it stopped.")
-    p.add_argument("--out", default="runs/report", help="where runs and results.json go (default: runs/report)")
-    p.add_argument("--doc", default="docs/reproduction.md", help="the report (default: docs/reproduction.md)")
-    p.add_argument("--steps", type=int, default=800, help="generator steps per experiment (default: 800)")
-    p.add_argument("--tokenizer-steps", type=int, default=300, help="tokenizer fine-tuning steps (default: 300)")
-    p.add_argument("--per-class", type=int, default=16, help="samples per class for the scores (default: 16)")
-    p.add_argument("--cache-images", type=int, default=1000, help="renders per token cache (default: 1000)")
+    p.add_argument("--out", default="runs/report", type=output_dir,
+                   help="where runs and results.json go (default: runs/report)")
+    p.add_argument("--doc", default="docs/reproduction.md", type=output_file(),
+                   help="the report (default: docs/reproduction.md)")
+    p.add_argument("--steps", type=positive_int, default=800, help="generator steps per experiment (default: 800)")
+    p.add_argument("--tokenizer-steps", type=positive_int, default=300,
+                   help="tokenizer fine-tuning steps (default: 300)")
+    p.add_argument("--per-class", type=at_least_two, default=16, help="samples per class for the scores (default: 16)")
+    p.add_argument("--cache-images", type=positive_int, default=1000, help="renders per token cache (default: 1000)")
     p.add_argument("--only", help="comma-separated experiment names (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.set_defaults(run=_report)
 
 
@@ -575,14 +571,43 @@ def _report(args: argparse.Namespace) -> None:
     print(f"wrote {args.doc}")
 
 
+# What the system refuses on the user's behalf: a full disk, a read-only mount, a file or directory the user
+# named that is missing or not theirs to write. Other OSErrors keep their traceback: they are eqgen's bugs.
+_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                errno.ENAMETOOLONG, errno.ELOOP}
+
+
+def _user_caused(err: OSError, args: argparse.Namespace) -> bool:
+    if err.errno in _MACHINE_ERRNOS:
+        return True
+    if err.errno not in _PATH_ERRNOS or err.filename is None:
+        return False
+    failed = Path(os.fsdecode(err.filename)).absolute()
+    given = [Path(value).absolute() for value in vars(args).values() if isinstance(value, str) and value]
+    return any(failed == path or path in failed.parents for path in given)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, or a bad value: the parser has printed its one line
+        return done.code
     try:
         args.run(args)
     except EqgenError as err:
         print(f"eqgen: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if not _user_caused(err, args):
+            raise
+        where = f": {os.fsdecode(err.filename)}" if err.filename is not None else ""
+        print(f"eqgen: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("eqgen: error: out of memory: ask for fewer or smaller images, or a smaller batch", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("eqgen: interrupted", file=sys.stderr)
         return 130

@@ -25,6 +25,7 @@ from .generator import EquivariantGenerator, GeneratorConfig
 from .imageio import to_uint8
 from .sampling import TokenSampler, generate_tokens
 from .tokenizer import ColumnTokenizer, TokenizerConfig
+from .training import resolve_device
 
 BUILTIN = Path(__file__).parent / "assets" / "builtin"
 # Heun on a grid denser near the data (rho 1.5): 10 steps = 19 head evaluations per token, closer to the exact
@@ -63,6 +64,7 @@ class Pipeline:
                                   "generator": to_dict(self.generator.config), "classes": self.classes})
 
     def to(self, device: str | torch.device) -> "Pipeline":
+        device = resolve_device(str(device))  # "auto" allowed; an absent CUDA is one line, not a traceback
         self.tokenizer.to(device)
         self.generator.to(device)
         return self
@@ -82,19 +84,19 @@ class Pipeline:
     # -- classes and tokens -------------------------------------------------------------------------------
 
     def labels(self, classes: Sequence[str | int] | str | int) -> torch.Tensor:
-        """Class names or indices -> labels [B], with a clear error for unknown names."""
+        """Class names or indices ("3" too) -> labels [B], with a clear error for anything else."""
         if isinstance(classes, (str, int)):
             classes = [classes]
         labels = []
         for c in classes:
-            if isinstance(c, str) and not c.isdigit():
-                if c not in self.classes:
-                    raise EqgenError(f"unknown class {c!r}; this model knows: {', '.join(self.classes)}")
+            if isinstance(c, str) and c in self.classes:
                 labels.append(self.classes.index(c))
-            elif not 0 <= int(c) < len(self.classes):
+                continue
+            if isinstance(c, str) and not (c.isascii() and c.isdecimal()):  # "²" is a digit, not a number
+                raise EqgenError(f"unknown class {c!r}; this model knows: {', '.join(self.classes)}")
+            if not 0 <= int(c) < len(self.classes):
                 raise EqgenError(f"class index {c} outside 0..{len(self.classes) - 1}")
-            else:
-                labels.append(int(c))
+            labels.append(int(c))
         return torch.tensor(labels, device=self.device)
 
     def tokens_for_width(self, width: int) -> int:
@@ -146,6 +148,7 @@ class Pipeline:
         """One very wide image, uint8 [H, width, 3]: tokens generated one by one with the windowed cache,
         then decoded in overlapping tiles, so memory does not grow with the width beyond the uint8 result.
         Options as for `panorama_tokens`."""
+        _check_tiles(tile, overlap)  # before the tokens are generated, not after
         tokens = self.panorama_tokens(cls, width, progress=progress, **options)
         canvas = np.empty((self.height, width, 3), np.uint8)
         for x0, pixels in self.decode_tiles(tokens, tile, overlap, progress):
@@ -182,8 +185,7 @@ class Pipeline:
         overlap linearly; yields (first pixel column, uint8 [H, w, 3]) pieces left to right. Only one tile's
         floats are held at a time, whatever N is."""
         N, f = tokens.shape[1], self.token_width
-        if overlap < 1 or tile < 2 * overlap + 2:
-            raise EqgenError(f"decode tiles need overlap ≥ 1 and tile ≥ 2·overlap + 2 (got tile {tile}, overlap {overlap})")
+        _check_tiles(tile, overlap)
         starts = list(range(0, max(N - tile, 0) + 1, tile - overlap))
         if starts[-1] + tile < N:
             starts.append(N - tile)
@@ -238,6 +240,12 @@ def _load_part(module_class, config, weights: Path, file: Path) -> torch.nn.Modu
                          f"({str(err).splitlines()[0]})") from None
     load_fitting(module, load_weights(weights), str(weights), f"does not fit the {weights.stem} config in {file}")
     return module
+
+
+def _check_tiles(tile: int, overlap: int) -> None:
+    if overlap < 1 or tile < 2 * overlap + 2:
+        raise EqgenError(f"decode tiles need overlap ≥ 1 and tile ≥ 2·overlap + 2 (got tile {tile}, "
+                         f"overlap {overlap})")
 
 
 def _resolve(path: str | Path) -> Path:
