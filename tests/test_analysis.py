@@ -10,7 +10,8 @@ from eqgen.configs import from_preset
 from eqgen.evaluation.costs import attended_pairs, attention_gflops, generator_costs
 from eqgen.evaluation.positions import held_out_tokens, position_losses
 from eqgen.generator import GENERATOR_PRESETS, GeneratorConfig
-from eqgen.report import TOKENS, Results, write_report
+from eqgen.errors import EqgenError
+from eqgen.report import TOKENS, ReportConfig, Results, early_steps, markdown, write_report
 from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig, patchify, unpatchify
 
 
@@ -36,12 +37,12 @@ def test_a_grid_tokenizer_has_the_column_tokenizers_shapes_and_weights():
 
 
 def test_grid_inputs_that_do_not_fit_are_clear_errors():
-    with pytest.raises(Exception, match="grid_rows 3 must divide"):
+    with pytest.raises(EqgenError, match="grid_rows 3 must divide"):
         from_preset(TokenizerConfig, TOKENIZER_PRESETS, "tiny", grid_rows=3)
     grid = ColumnTokenizer(from_preset(TokenizerConfig, TOKENIZER_PRESETS, "tiny", grid_rows=2))
-    with pytest.raises(Exception, match="multiple of 8"):
+    with pytest.raises(EqgenError, match="multiple of 8"):
         grid.encode(torch.zeros(1, 3, 16, 12))
-    with pytest.raises(Exception, match="multiple of 2 tokens"):
+    with pytest.raises(EqgenError, match="multiple of 2 tokens"):
         grid.decode(torch.zeros(1, 3, 4))
 
 
@@ -115,6 +116,18 @@ def _record(level: float, fid: float, slope: float = 0.0) -> dict:
             "gflops": {"transformer_gflops": 0.2, "head_gflops": 0.1}, "seconds": 60.0}
 
 
+def test_the_early_checkpoint_is_after_one_step_at_least():
+    assert [early_steps(s) for s in (1, 2, 3, 4, 7, 800)] == [1, 1, 1, 1, 1, 200]
+
+
+def test_report_settings_that_cannot_run_are_refused():
+    with pytest.raises(EqgenError, match="steps ≥ 1, got 0"):
+        ReportConfig(steps=0)
+    with pytest.raises(EqgenError, match="per_class ≥ 2"):
+        ReportConfig(per_class=1)
+    assert main(["report", "--tokenizer-steps", "0"]) == 2
+
+
 def test_the_report_states_what_its_numbers_say(tmp_path):
     results = Results(tmp_path / "results.json")
     results["config"] = {"steps": 8, "batch": 4, "cache_images": 10, "per_class": 2, "held_out": 2,
@@ -143,3 +156,107 @@ def test_the_report_states_what_its_numbers_say(tmp_path):
     assert "**reproduced**" in next(s for s in sections if s.startswith("The RoPE shift"))
     for png in ("positions", "zero_shot", "improvement", "long"):
         assert (tmp_path / "docs" / "images" / f"reproduction_{png}.png").exists()
+
+
+# -- the report's text follows its numbers --------------------------------------------------------------------
+
+ODD = np.isin(np.arange(TOKENS), np.arange(1, TOKENS, 2))
+COSTS = [{"preset": "S", "params": 127.3e6, "paper_params": "151M", "transformer_gflops": 3.2, "head_gflops": 1.9,
+          "paper_gflops": 5.41},
+         {"preset": "B", "params": 295.6e6, "paper_params": "294M", "transformer_gflops": 10.9, "head_gflops": 2.2,
+          "paper_gflops": 9.78}]
+
+
+def _masked(level: float, untrained: float, fid: float) -> dict:
+    """A model trained on the even positions: loss `untrained` at the odd ones."""
+    return {**_record(level, fid), "position_loss": np.where(ODD, untrained, level).tolist()}
+
+
+def _like(full: dict, untrained_factor: float, fid: float) -> dict:
+    """A model trained on the even positions whose loss at the odd ones is `untrained_factor` × `full`'s."""
+    return {**full, "landscape_fid": fid,
+            "position_loss": np.where(ODD, untrained_factor, 1.0) * np.array(full["position_loss"])}
+
+
+def _long(seam: float, colour_beyond: float = 0.5) -> list[dict]:
+    """Per-window drift rows: the first window, then three beyond the training width (a little scatter)."""
+    return [{"colour_z": 0.5, "seam_ratio": seam, "texture_ratio": 1.0}] + [
+        {"colour_z": colour_beyond + d, "seam_ratio": seam + d, "texture_ratio": 1.0} for d in (-0.01, 0.0, 0.01)]
+
+
+def _reproduced() -> dict:
+    """Results in which every claim of the paper holds, clearly."""
+    return {"config": {"steps": 8, "batch": 4, "cache_images": 10, "per_class": 2, "held_out": 2, "long_multiple": 4,
+                       "long_per_class": 1, "tokenizer_steps": 2},
+            "window": {**_record(0.5, 10.0), "early_position_loss": [1.0] * TOKENS, "long": _long(1.0)},
+            "window, 8 of 16 positions": _masked(0.5, 0.52, 12.0),
+            "window, position 8 only": _masked(0.6, 0.6, 11.0),
+            "full causal": _record(0.5, 10.2),
+            "real equivariant": _record(0.6, 10.4),
+            "window, no RoPE shift": {**_record(0.5, 11.0), "long": _long(2.0)},
+            "2-D grid": _record(0.5, 14.0, slope=0.01),
+            "2-D grid, 8 of 16 positions": _masked(0.5, 0.9, 40.0)}
+
+
+def _section(results: dict, title: str) -> str:
+    return next(s for s in markdown(results, "eqgen report", COSTS).split("## ") if s.startswith(title))
+
+
+def _set(name: str, record: dict):
+    return lambda r: r.update({name: record})
+
+
+def _first_loss(name: str, value: float):
+    return lambda r: r[name]["position_loss"].__setitem__(0, value)
+
+
+@pytest.mark.parametrize("title,change,before,after", [
+    # Fig. 3: the spread over positions, and which position is hardest.
+    ("Every position", _set("2-D grid", _record(0.5, 14.0)), "**reproduced**", "**inconclusive**"),
+    ("Every position", _set("window", {**_record(0.5, 10.0, slope=0.02), "long": _long(1.0)}),
+     "**reproduced**", "**not reproduced**"),
+    ("Every position", _first_loss("window", 0.5), "hardest position, by more than 2 standard errors over the next "
+     "hardest, in every model", "in full causal, real equivariant and 2-D grid, not in window"),
+    # Table 1: the loss ratio at untrained positions, and the growth of the FID.
+    ("Positions never", _set("2-D grid, 8 of 16 positions", _like(_record(0.5, 14.0, slope=0.01), 1.04, 16.0)),
+     "**reproduced**",
+     "**inconclusive**"),
+    ("Positions never", _set("window, 8 of 16 positions", _masked(0.5, 1.2, 12.0)), "**reproduced**",
+     "**not reproduced**"),
+    ("Positions never", _set("window, position 8 only", _masked(0.6, 0.7, 11.0)), "within noise of its",
+     "higher than its"),
+    # Table 4: window vs full causal vs real equivariant, by loss and by FID.
+    ("Windowed vs", _set("real equivariant", _record(0.5, 10.4)), "**reproduced**", "**inconclusive**"),
+    ("Windowed vs", _set("full causal", _record(0.4, 10.2)), "**reproduced**", "**not reproduced**"),
+    ("Windowed vs", _set("full causal", _record(0.4, 10.2)), "the window is within noise of full causal",
+     "the window is worse than full causal"),
+    ("Windowed vs", _set("real equivariant", _record(0.6, 15.0)), "differ by less than their floor",
+     "The landscape-FIDs tell: landscape-FID, real equivariant − window +5"),
+    # Table 3: the FIDs against their floor.
+    ("Column tokens", _set("2-D grid", _record(0.5, 10.5, slope=0.01)), "**reproduced**", "**inconclusive**"),
+    ("Column tokens", _set("2-D grid", _record(0.5, 8.0, slope=0.01)), "**reproduced**", "**not reproduced**"),
+    # Fig. 7: seams and colour drift beyond the training width.
+    ("The RoPE shift", _set("window, no RoPE shift", {**_record(0.5, 11.0), "long": _long(1.0)}), "**reproduced**",
+     "**inconclusive**"),
+    ("The RoPE shift", _set("window, no RoPE shift", {**_record(0.5, 11.0), "long": _long(0.2)}),
+     "jumps are like ground truth's with the shift and sharper than ground truth's (seams) without",
+     "jumps are like ground truth's with the shift and softer than ground truth's without"),
+    ("The RoPE shift", _set("window, no RoPE shift", {**_record(0.5, 11.0), "long": _long(2.0, colour_beyond=2.5)}),
+     "stays as far from it without (+0.00 ± 0.01): the two drift alike.",
+     "moves away from it without (+2.00 ± 0.01): the two drift more without the shift."),
+])
+def test_each_statement_of_the_report_flips_with_its_numbers(title, change, before, after):
+    results = _reproduced()
+    text = _section(results, title)
+    assert before in text and after not in text
+    change(results)
+    text = _section(results, title)
+    assert after in text and before not in text
+
+
+def test_the_preset_costs_sentence_follows_the_counts():
+    text = _section(_reproduced(), "Parameters and FLOPs")
+    assert "within 10% for S, not for B" in text and "within 1% for B, not for S" in text
+    close = [{**row, "transformer_gflops": row["paper_gflops"] - 1.0, "head_gflops": 1.0} for row in COSTS]
+    text = markdown(_reproduced(), "eqgen report", close)
+    assert "within 10% for every preset" in text

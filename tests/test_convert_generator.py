@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from eqgen.configs import from_preset
 from eqgen.convert.generator import convert_generator_state_dict, load_official_generator
 from eqgen.errors import EqgenError
-from eqgen.flow import cfg_scale, guided_velocity, sample, timestep_embedding
+from eqgen.flow import cfg_scale, guide, solve, timestep_embedding
 from eqgen.generator import (GENERATOR_PRESETS, NULL_LABEL, GeneratorConfig, Rope, apply_rope, rope_angles,
                              window_mask)
 from eqgen.sampling import TokenSampler
@@ -102,19 +102,20 @@ def test_flow_head_and_cfg(model, io):
     close(timestep_embedding(t), io["mlp.t_freq"])
     close(head.time_embed(t), io["mlp.t_embed"])
     close(head(x, t, c), io["mlp.out"])
-    guided = guided_velocity(head, x[:3], t, c, float(io["mlp_cfg.scale"]))  # c: 3 cond rows, then 3 uncond
+    # c: 3 conditional rows, then 3 unconditional ones; both branches in one head call, as the solver makes it
+    guided = guide(head(torch.cat([x[:3], x[:3]]), t, c), float(io["mlp_cfg.scale"]))
     close(torch.cat([guided, guided]), io["mlp_cfg.out"])
 
 
 @torch.no_grad()
 def test_euler_ode(model, io):
-    close(sample(model.head, io["ode.c"], io["ode.noise"], steps=10), io["ode.out"])
-    guided = sample(model.head, io["ode_cfg.c"], io["ode_cfg.noise"][:2], steps=10, cfg=float(io["ode_cfg.scale"]))
+    close(solve(model.head, io["ode.c"], io["ode.noise"], steps=10), io["ode.out"])
+    guided = solve(model.head, io["ode_cfg.c"], io["ode_cfg.noise"][:2], steps=10, cfg=float(io["ode_cfg.scale"]))
     close(torch.cat([guided, guided]), io["ode_cfg.out"])
     g = torch.Generator().manual_seed(99)  # diffloss.sample after torch.manual_seed(99): one randn(4, 8)
     noise = torch.randn(4, 8, generator=g).double()
     close(noise, io["diffloss_sample.seed99_noise"])  # equal but for rounding: randn's kernels differ per CPU
-    close(sample(model.head, io["diffloss_sample.c"], noise, steps=10), io["diffloss_sample.out"])
+    close(solve(model.head, io["diffloss_sample.c"], noise, steps=10), io["diffloss_sample.out"])
 
 
 @torch.no_grad()

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from eqgen.errors import EqgenError
-from eqgen.flow import (SOLVERS, FlowHead, cfg_scale, evaluations, flow_matching_loss, guided_velocity, sample,
-                        time_grid, timestep_embedding)
+from eqgen.flow import (SOLVERS, FlowHead, cfg_scale, evaluations, flow_matching_loss, guide, solve, time_grid,
+                        timestep_embedding)
 
 
 def perturbed_head(seed=0):
@@ -76,16 +76,26 @@ def test_time_grid_runs_from_noise_to_data_and_rho_crowds_the_data_end():
     assert dense[0] == 1.0 and dense[-1] == 0.0 and all(a > b for a, b in zip(dense, dense[1:]))
     assert dense[-2] < time_grid(10)[-2]  # the last step is shorter
     with pytest.raises(EqgenError, match="rho"):
-        sample(perturbed_head(), torch.randn(2, 6), torch.randn(2, 4), steps=4, rho=0)
+        solve(perturbed_head(), torch.randn(2, 6), torch.randn(2, 4), steps=4, rho=0)
 
 
 def test_guidance_interpolates_and_extrapolates_the_two_branches():
     head, x, t = perturbed_head(), torch.randn(3, 4), torch.rand(6)
     z = torch.randn(6, 6)
     v_cond, v_uncond = head(x, t[:3], z[:3]), head(x, t[3:], z[3:])
-    torch.testing.assert_close(guided_velocity(head, x, t, z, 1.0), v_cond)
-    torch.testing.assert_close(guided_velocity(head, x, t, z, 0.0), v_uncond)
-    torch.testing.assert_close(guided_velocity(head, x, t, z, 3.0), v_uncond + 3 * (v_cond - v_uncond))
+    v = head(torch.cat([x, x]), t, z)  # both branches in one call, as the solver makes it
+    torch.testing.assert_close(guide(v, 1.0), v_cond)
+    torch.testing.assert_close(guide(v, 0.0), v_uncond)
+    torch.testing.assert_close(guide(v, 3.0), v_uncond + 3 * (v_cond - v_uncond))
+
+
+def test_a_guided_solve_steps_along_the_guided_velocity():
+    # One Euler step from t = 1 to 0: the result is noise − v_guided(noise, 1), with z = [cond; uncond].
+    head, noise, z = perturbed_head(), torch.randn(3, 4), torch.randn(6, 6)
+    one = torch.ones(3)
+    v_cond, v_uncond = head(noise, one, z[:3]), head(noise, one, z[3:])
+    torch.testing.assert_close(solve(head, z, noise, steps=1, cfg=2.5), noise - (v_uncond + 2.5 * (v_cond - v_uncond)))
+    torch.testing.assert_close(solve(head, z[:3], noise, steps=1), noise - v_cond)  # cfg=None: one branch
 
 
 def test_cfg_schedules():
@@ -95,9 +105,9 @@ def test_cfg_schedules():
         cfg_scale(0, 4, 3.0, "cosine")
 
 
-def test_sample_rejects_bad_options():
+def test_solve_rejects_bad_options():
     head, z, noise = perturbed_head(), torch.randn(2, 6), torch.randn(2, 4)
     with pytest.raises(EqgenError, match="unknown solver"):
-        sample(head, z, noise, solver="rk4")
+        solve(head, z, noise, solver="rk4")
     with pytest.raises(EqgenError, match="steps"):
-        sample(head, z, noise, steps=0)
+        solve(head, z, noise, steps=0)

@@ -140,12 +140,6 @@ def cfg_scale(step: int, num_tokens: int, cfg: float, schedule: str = "linear") 
     raise EqgenError(f"unknown cfg schedule {schedule!r}; choose one of {', '.join(CFG_SCHEDULES)}")
 
 
-def guided_velocity(head: FlowHead, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor, scale: float) -> torch.Tensor:
-    """v_u + scale·(v_c − v_u) for x [B, C], with z = [cond; uncond] [2B, D] and t [2B] (or [1]): both
-    branches in one head call."""
-    return guide(head(torch.cat([x, x]), t, z), scale)
-
-
 def guide(v: torch.Tensor, scale: float) -> torch.Tensor:
     """v_u + scale·(v_c − v_u) for v = [v_c; v_u] [2B, C]."""
     v_cond, v_uncond = v.chunk(2)
@@ -189,8 +183,8 @@ def evaluations(solver: str, steps: int) -> int:
     return steps if solver == "euler" else 2 * steps - 1
 
 
-def sample(head: FlowHead, z: torch.Tensor, noise: torch.Tensor, steps: int = 100, solver: str = "euler",
-           cfg: float | None = None, rho: float = 1.0) -> torch.Tensor:
+def solve(head: FlowHead, z: torch.Tensor, noise: torch.Tensor, steps: int = 100, solver: str = "euler",
+          cfg: float | None = None, rho: float = 1.0) -> torch.Tensor:
     """Tokens [B, C] by integrating the head's flow from `noise` [B, C] (t=1) to t=0 on `time_grid(steps, rho)`.
 
     z [B, D] are the conditions; with a guidance scale `cfg`, z = [cond; uncond] [2B, D] and the velocity is

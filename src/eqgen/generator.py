@@ -61,7 +61,7 @@ GENERATOR_PRESETS: dict[str, dict] = {
     # The configuration of fixtures/official/generator_tiny_* (official code, 2 blocks, width 64).
     "official_tiny": dict(token_dim=8, width=64, depth=2, heads=4, num_classes=10, num_class_tokens=4,
                           head_width=32, head_depth=2, noise_draws=1, train_tokens=8),
-    # A first guess for a laptop-CPU model on the built-in landscapes (to be tuned).
+    # The built-in model's generator (docs/builtin-model.md): 8M parameters, trained on a 2-core CPU.
     "demo": dict(token_dim=16, width=256, depth=6, heads=4, num_classes=8, num_class_tokens=8,
                  head_width=256, head_depth=4, attn_dropout=0.0, proj_dropout=0.0),
     "tiny": dict(token_dim=8, width=32, depth=2, heads=2, num_classes=4, num_class_tokens=4, head_width=32,

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import EqgenError
-from .flow import cfg_scale, check_solver, sample
+from .flow import cfg_scale, check_solver, solve
 from .generator import NULL_LABEL, ClassContext, EquivariantGenerator, receptive_field
 
 MODES = ("cached", "recompute")
@@ -163,7 +163,7 @@ class TokenSampler:
         noise = torch.randn(self.batch, self.model.config.token_dim, generator=self.generator,
                             device=self.generator.device if self.generator is not None else "cpu")
         noise = noise.to(self.device, self.dtype) * self.temperature  # drawn in float32 whatever the model's dtype
-        token = sample(self.model.head, z, noise, self.steps, self.solver, scale, self.rho)
+        token = solve(self.model.head, z, noise, self.steps, self.solver, scale, self.rho)
         self.tokens = torch.cat([self.tokens, token[:, None]], dim=1)
         self._z = None
         return token

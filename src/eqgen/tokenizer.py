@@ -126,24 +126,9 @@ TOKENIZER_PRESETS: dict[str, dict] = {
     "official_tiny": dict(height=32, ch=32, ch_mult=(2, 1, 1), num_res_blocks=1, attn_resolutions=(8,), z_channels=8,
                           embed_dim=8, len_down_scale=2, semantic_widths=(32, 32), semantic_res_blocks=1,
                           semantic_dim=32),
-    # Built-in landscapes on a CPU: 64 px tall, 8 px per token, 8 latent rows × 8 channels -> 16 channels.
-    # The learning rate decides the look. At 1.5e-3 and noise std 1.0 (the first built-in tokenizer, 2,400
-    # steps) it reconstructs soft colour bands: PSNR 24.6 dB, detail ratio 0.013, landscape-rFID 0.29. At 5e-4
-    # and noise std 0.5 (4,800 steps of batch 16, 52 min here): 26.7 dB, detail 0.082, rFID 0.069 — clouds,
-    # tree canopies, mesa outlines and the moon come back; stars and small trees stay soft. The shipped one adds
-    # 1,200 decoder-only steps at 2.5e-4 (10 min): 27.0 dB, detail 0.099, rFID 0.055, crisper edges.
-    # (On 4 fixed images, L1 after 400 steps: 0.080 at 2e-3, 0.049 at 1e-3, 0.034 at 5e-4, 0.036 at 2.5e-4.)
-    # 32 channels per token at 5e-4: the same training-PSNR curve for 1,800 steps (24.1 dB in the last 200 of
-    # both), then a lead of 0.1-0.2 dB from step ~2,400 to 3,600 (held-out 26.6 dB there): too little to matter.
-    # Tried and no better: no middle attention, and a decoder-only PatchGAN stage, both on the soft tokens
-    # (stripes, halos) and on the shipped ones (600 steps at lr 1e-4: detail ratio 0.08 -> 0.53 and rFID 0.067
-    # -> 0.061, but what it adds is coloured speckles and stripes around trees and ridges) — the discriminator
-    # invents texture that the tokens do not hold.
-    # In 20 minutes here (2,400 steps with the training preset's Adam β (0.9, 0.99) and bf16): 25.0 dB, detail
-    # 0.03, rFID 0.23 — still the soft stage; neither an L1 term on image gradients, nor the noise off (25.2 dB,
-    # detail 0.03, rFID 0.18), nor an earlier ×0.2 decay changes that. Longer helps slowly: the 4,800-step run
-    # continued to 7,343 steps at 1e-4 reaches 27.4 dB, detail 0.12, rFID 0.041 (crisper clouds and canopies),
-    # and still no stars or cacti.
+    # The built-in model's tokenizer, sized for a CPU: 64 px tall, 8 px per token, 8 latent rows × 8 channels ->
+    # 16 channels per token. Noise std 0.5 with the demo training preset's lr 5e-4: at 1.0 and 1.5e-3 the
+    # reconstructions were blurred colour bands (docs/builtin-model.md, with what else was tried).
     "demo": dict(height=64, ch=16, ch_mult=(1, 2, 4, 4), num_res_blocks=1, attn_resolutions=(), z_channels=8,
                  embed_dim=16, len_down_scale=3, norm_groups=8, noise_std=0.5, semantic_widths=()),
     # Unit tests.

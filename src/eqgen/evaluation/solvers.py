@@ -11,7 +11,7 @@ from typing import Iterable
 
 import torch
 
-from ..flow import evaluations, sample
+from ..flow import evaluations, solve
 from ..generator import NULL_LABEL
 from .positions import held_out_tokens
 
@@ -37,12 +37,12 @@ def solver_errors(pipe, runs: Iterable[tuple[str, int, float]], cfg: float = 3.0
     noise = torch.randn(n, pipe.generator.config.token_dim, generator=torch.Generator().manual_seed(seed)).to(z)
     head, scale = pipe.generator.head, (cfg if guided else None)
     ref_solver, ref_steps, ref_rho = REFERENCE
-    reference = sample(head, z, noise, ref_steps, ref_solver, scale, ref_rho)
+    reference = solve(head, z, noise, ref_steps, ref_solver, scale, ref_rho)
     rms = reference.pow(2).mean().sqrt()
     rows = []
     for solver, steps, rho in runs:
         start = time.perf_counter()
-        out = sample(head, z, noise, steps, solver, scale, rho)
+        out = solve(head, z, noise, steps, solver, scale, rho)
         rows.append(dict(solver=solver, steps=steps, rho=rho, evaluations=evaluations(solver, steps),
                          error=float((out - reference).pow(2).mean().sqrt() / rms), tokens=n,
                          seconds=time.perf_counter() - start))
