@@ -232,6 +232,8 @@ def _wrap(module: nn.Module, device: torch.device, world_size: int, find_unused:
 # ---------------------------------------------------------------------------------------------------------
 # The loop
 
+DIVERGED = "a lower --lr or a longer --warmup"   # the remedy for a loss or a weight gone NaN/inf
+
 
 def fit(task: Task, run: RunConfig, out: str | Path, resume: bool = False) -> nn.Module:
     """Train `task` for `run.steps` steps, writing checkpoints into `out`. Returns the EMA model."""
@@ -249,8 +251,6 @@ def fit(task: Task, run: RunConfig, out: str | Path, resume: bool = False) -> nn
     optimizers, schedulers = task.optimizers(), task.schedulers()
     checkpoints = _Checkpoints(task, run, ema, optimizers, schedulers, out)
 
-    if rank == 0:
-        remove_temporaries(out)
     if resume:
         start = _restore(checkpoints, load_training_state(out, map_location=device))
         if start >= run.steps:
@@ -268,6 +268,7 @@ def fit(task: Task, run: RunConfig, out: str | Path, resume: bool = False) -> nn
                     desc=f"train {str(task.dtype).removeprefix('torch.')}")
     try:
         if rank == 0:
+            remove_temporaries(out)
             _truncate_metrics(out / METRICS, start)   # a fresh start drops the records of a run that never saved
             if resume:
                 checkpoints.repair(start)
@@ -312,9 +313,6 @@ def _loop(task, run, ema, optimizers, checkpoints, log, progress, start: int) ->
                 checkpoints.save(done)
             if stop.requested:
                 raise EqgenError(f"stopped at step {done} ({stop.requested}); checkpoint saved, continue with --resume")
-
-
-DIVERGED = "a lower --lr or a longer --warmup"   # the remedy for a loss or a weight gone NaN/inf
 
 
 def _keeping_rng(fn, *args):
@@ -365,8 +363,8 @@ class _Checkpoints:
 
     def repair(self, step: int) -> None:
         """A kill between a checkpoint's renames leaves exported weights of another step than the training
-        state they belong with: export them again from the state."""
-        if weights_step(self.out / self.task.weights_name) != step:
+        state they belong with (or, with earlier eqgen, no config.json): export them again from the state."""
+        if weights_step(self.out / self.task.weights_name) != step or not (self.out / CONFIG).exists():
             commit_files(self.out, self._export(step))
 
     def _export(self, step: int) -> dict[str, bytes]:
@@ -421,7 +419,8 @@ def _check_state(state: Any, checkpoints: _Checkpoints, path: Path) -> None:
     task = checkpoints.task
     parts = {"modules": task.modules(), "optimizers": checkpoints.optimizers, "schedulers": checkpoints.schedulers}
     if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("ema"), dict)
-            and isinstance(state.get("rng"), list) and all(isinstance(state.get(k), dict) for k in parts)):
+            and isinstance(state.get("rng"), list) and isinstance(state.get("settings", {}), dict)
+            and all(isinstance(state.get(k), dict) for k in parts)):
         raise EqgenError(f"{path} is not an eqgen training state (it needs step, modules, ema, optimizers, "
                          "schedulers and rng)")
     if state.get("kind", task.kind) != task.kind:
@@ -468,6 +467,8 @@ def resumed_config(cls: type, out: Path, asked: Any, section: str | None = None,
     checked, and refused in one line where it differs from `asked` (the config --preset and the model flags
     give; fields in `ignore` may differ)."""
     path = Path(out) / CONFIG
+    if not path.exists() and holds_checkpoint(out):   # earlier eqgen wrote it after the state: a kill could lose it
+        return asked   # the state must fit it; the resume then writes config.json anew
     values = load_json(path)
     if section is not None:
         if not isinstance(values, dict) or not isinstance(values.get(section), dict):
