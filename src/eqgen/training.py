@@ -28,8 +28,6 @@ import signal
 import sys
 import threading
 import time
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -463,58 +461,24 @@ def _compare_settings(saved: dict[str, Any], current: dict[str, Any], changeable
 
 
 def resumed_config(cls: type, out: Path, asked: Any, section: str | None = None, ignore: tuple[str, ...] = ()):
-    """The model config of the run in `out`, from its config.json (or that file's `section`): its field types
-    checked, and refused in one line where it differs from `asked` (the config --preset and the model flags
-    give; fields in `ignore` may differ)."""
+    """The model config of the run in `out`, from its config.json (or that file's `section`), refused in one
+    line where it differs from `asked` (the config --preset and the model flags give; fields in `ignore` may
+    differ)."""
     path = Path(out) / CONFIG
     if not path.exists() and holds_checkpoint(out):   # earlier eqgen wrote it after the state: a kill could lose it
         return asked   # the state must fit it; the resume then writes config.json anew
     values = load_json(path)
     if section is not None:
-        if not isinstance(values, dict) or not isinstance(values.get(section), dict):
+        if section not in values:
             raise EqgenError(f"{path} has no {section!r} section: {out} is not a {section} run")
         values = values[section]
-    if not isinstance(values, dict):
-        raise EqgenError(f"{path} is not a {cls.__name__} (a JSON object)")
-    check_field_types(cls, values, str(path))
-    config = from_dict(cls, values)
+    config = from_dict(cls, values, str(path))   # checks every field's type, naming the file and the field
     mine, theirs = to_dict(config), to_dict(asked)
     differ = [f"{k} {theirs[k]!r} (the run's: {mine[k]!r})" for k in mine if k not in ignore and mine[k] != theirs[k]]
     if differ:
         raise EqgenError(f"the model of the run in {out} differs from the one asked for (--preset and the model "
                          f"flags must be the run's): {', '.join(differ)}")
     return config
-
-
-def check_field_types(cls: type, values: dict[str, Any], source: str) -> None:
-    """Refuse, in one line naming `source` and the field, a value of the wrong JSON type for a config dataclass."""
-    hints = typing.get_type_hints(cls)
-    for name, value in values.items():
-        if name in hints and not _has_type(value, hints[name]):
-            hint = hints[name]
-            expected = hint.__name__ if isinstance(hint, type) and typing.get_origin(hint) is None else str(hint)
-            raise EqgenError(f"{source}: {name} must be {expected}, got {value!r}")
-
-
-def _has_type(value: Any, hint: Any) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_has_type(value, arg) for arg in args)
-    if origin in (tuple, list) or hint in (tuple, list):
-        if not isinstance(value, (list, tuple)):   # JSON has lists only
-            return False
-        if not args:
-            return True
-        if origin is list or args[-1] is Ellipsis:
-            return all(_has_type(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_has_type(v, a) for v, a in zip(value, args))
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint in (str, bool, type(None)):
-        return isinstance(value, hint)
-    return True   # nested configs and anything else: their own constructors check them
 
 
 class _StopRequests:
