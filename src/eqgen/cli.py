@@ -40,17 +40,24 @@ def _training_flags(parser: argparse.ArgumentParser, preset: str) -> None:
     parser.add_argument("--data", default="landscapes", help="'landscapes' (built in) or an image folder, one subfolder per class")
     parser.add_argument("--out", required=True, type=output_dir,
                         help="run directory: checkpoints, metrics.jsonl, the trained model")
-    parser.add_argument("--steps", type=positive_int, default=5000, help="optimizer steps in total (default: 5000)")
+    parser.add_argument("--steps", type=positive_int, default=5000,
+                        help="optimizer steps in total (default: 5000; may be raised with --resume)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per step and process (default: 32)")
     parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint, given the flags it was started with; "
+                             "of those, --steps, --save-every, --lr, --warmup, --ema, --device, --precision (and "
+                             "--betas, --decay-every) may change and apply from there on, any other change is refused")
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="bf16 autocast or fp32; auto: bf16 on CUDA and on CPUs with AVX512-BF16/AMX (default)")
-    parser.add_argument("--lr", type=positive_float, help="learning rate (default: the preset's)")
-    parser.add_argument("--warmup", type=nonnegative_int, help="linear warm-up steps (default: the preset's)")
-    parser.add_argument("--save-every", type=positive_int, default=500, help="checkpoint every N steps (default: 500)")
-    parser.add_argument("--ema", type=unit_interval, default=0.999, help="EMA decay (default: 0.999)")
+    parser.add_argument("--lr", type=positive_float, help="learning rate (default: the preset's; applies with --resume)")
+    parser.add_argument("--warmup", type=nonnegative_int,
+                        help="linear warm-up steps (default: the preset's; applies with --resume)")
+    parser.add_argument("--save-every", type=positive_int, default=500,
+                        help="checkpoint every N steps (default: 500; applies with --resume)")
+    parser.add_argument("--ema", type=unit_interval, default=0.999,
+                        help="EMA decay, in [0, 1) (default: 0.999; applies with --resume)")
 
 
 def _run_config(args: argparse.Namespace):

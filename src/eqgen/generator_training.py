@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
-from .checkpoint import CONFIG, load_fitting, save_weights
-from .configs import from_dict, from_preset, load_json, to_dict
+from .checkpoint import load_fitting, save_weights
+from .configs import from_dict, from_preset, to_dict
 from .errors import EqgenError
 from .token_cache import TokenCache, build_token_cache
-from .training import RunConfig, Task, clip_and_step, fit, resolve_device, warmup_lr
+from .training import RunConfig, Task, clip_and_step, fit, resolve_device, resumed_config, warmup_lr
 
 CROPS = ("edge", "interior", "equivariant")
 
@@ -55,13 +55,15 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 class GeneratorTask(Task):
+    kind = "generator"
     weights_name = "generator.safetensors"
+    # The optimizer's settings may change on resume; what decides the sequences trained on may not.
+    changeable = frozenset({"lr", "weight_decay", "betas", "warmup_steps", "grad_clip"})
 
-    def __init__(self, generator, cache: TokenCache, train: GeneratorTrainConfig, run: RunConfig,
-                 posterior: Callable[[torch.Tensor], torch.Tensor], latent_scale: float,
+    def __init__(self, generator, cache: TokenCache, train: GeneratorTrainConfig, run: RunConfig, tokenizer,
                  export: dict[str, Any]):
         self.model, self.cache, self.train, self.run = generator, cache, train, run
-        self.posterior, self.latent_scale, self.export = posterior, latent_scale, export
+        self.tokenizer, self.export = tokenizer, export
         window = generator.config.window
         if train.crops == "equivariant":
             if window is None:
@@ -108,7 +110,7 @@ class GeneratorTask(Task):
 
     def training_step(self, batch, step: int) -> dict[str, float]:
         means, labels = (t.to(self.device) for t in batch)
-        tokens = self.posterior(means) * self.latent_scale
+        tokens = self.tokenizer.sample(means) * self.tokenizer.config.latent_scale
         mask = None if self.position_mask is None else self.position_mask.to(self.device)
         with self.autocast():
             loss = self.wrapped["model"](tokens, labels, position_mask=mask)
@@ -118,7 +120,13 @@ class GeneratorTask(Task):
         self.sched.step()
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
-    def export_config(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
+        return to_dict(self.train)
+
+    def prepare(self, out: Path) -> None:
+        save_weights(out / "tokenizer.safetensors", self.tokenizer.state_dict())   # the pipeline's tokenizer
+
+    def export_config(self, ema_model) -> dict[str, Any]:
         return {**self.export, "generator": to_dict(self.model.config), "training": to_dict(self.train),
                 "run": to_dict(self.run)}
 
@@ -146,9 +154,7 @@ def train_generator(tokenizer_dir: str | Path, data: str, out: str | Path, run: 
     cache = build_token_cache(tokenizer, source, cache_dir or default_cache_dir(out), cache_images,
                               device=resolve_device(run.device))
     start = None
-    if resume:
-        config = from_dict(GeneratorConfig, load_json(out / CONFIG)["generator"])
-    elif train.init_from:   # a trained model's shapes and weights; `model_overrides` may change what keeps them
+    if train.init_from:   # a trained model's shapes and weights; `model_overrides` may change what keeps them
         pretrained = Pipeline.from_pretrained(train.init_from)
         start = pretrained.generator
         config = from_dict(GeneratorConfig, {**to_dict(start.config), **model_overrides})
@@ -159,13 +165,11 @@ def train_generator(tokenizer_dir: str | Path, data: str, out: str | Path, run: 
     else:
         config = from_preset(GeneratorConfig, GENERATOR_PRESETS, preset, token_dim=cache.token_dim,
                              num_classes=len(cache.classes), **model_overrides)
+    if resume:   # the run's own config, which must be the one asked for
+        config = resumed_config(GeneratorConfig, out, config, section="generator")
     torch.manual_seed(run.seed)
     generator = EquivariantGenerator(config)
-    if start is not None:
+    if start is not None and not resume:
         load_fitting(generator, start.state_dict(), str(train.init_from), "does not fit the configured generator")
     export = {"tokenizer": to_dict(tokenizer.config), "classes": cache.classes}
-    if not resume:
-        save_weights(out / "tokenizer.safetensors", tokenizer.state_dict())
-    task = GeneratorTask(generator, cache, train, run, posterior=tokenizer.sample,
-                         latent_scale=tokenizer.config.latent_scale, export=export)
-    return fit(task, run, out, resume=resume)
+    return fit(GeneratorTask(generator, cache, train, run, tokenizer, export), run, out, resume=resume)

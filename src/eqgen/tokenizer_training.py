@@ -16,13 +16,13 @@ from typing import Any, Iterator
 import torch
 
 from .checkpoint import CONFIG
-from .configs import from_dict, from_preset, load_json, save_json, to_dict
+from .configs import from_dict, from_preset, load_json, to_dict
 from .data.sources import ImageSource
 from .errors import EqgenError
 from .imageio import save_grid
 from .losses import TokenizerLoss, TokenizerLossConfig
 from .tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
-from .training import RunConfig, Task, clip_and_step, fit, warmup_lr
+from .training import RunConfig, Task, clip_and_step, fit, resumed_config, warmup_lr
 
 
 @dataclass
@@ -71,6 +71,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class TokenizerTask(Task):
+    kind = "tokenizer"
+    # The optimizer's settings and the evaluation's may change on resume; the data and the losses may not.
+    changeable = frozenset({"lr", "betas", "warmup_steps", "decay_every", "decay_factor", "grad_clip",
+                            "eval_images", "eval_wide"})
     # The semantic decoder gets gradients only while its alignment loss is on (from semantic_start, with a
     # vision encoder), so under DDP some parameters sit out some steps.
     find_unused_parameters = True
@@ -143,8 +147,15 @@ class TokenizerTask(Task):
         save_grid(torch.cat([images[:4], recon[:4]]), out / "reconstructions" / f"step_{step:07d}.png", nrow=1)
         return metrics
 
-    def export_config(self) -> dict[str, Any]:
-        return to_dict(self.model.config)
+    def settings(self) -> dict[str, Any]:
+        return {**to_dict(self.train), "data": self.source.spec}
+
+    def export_config(self, ema_model: ColumnTokenizer) -> dict[str, Any]:
+        """The config with the latent scale of these weights, so every checkpoint is a tokenizer directory. A
+        decoder-only stage keeps the scale it started from: generators on its tokens were trained with it."""
+        if not self.train.decoder_only:
+            ema_model.config.latent_scale = measure_latent_scale(ema_model, self.held_out().to(self.device))
+        return to_dict(ema_model.config)
 
 
 @torch.no_grad()
@@ -157,27 +168,20 @@ def measure_latent_scale(tokenizer: ColumnTokenizer, images: torch.Tensor) -> fl
 def train_tokenizer(data: str, out: str | Path, run: RunConfig, preset: str = "demo", resume: bool = False,
                     train: TokenizerTrainConfig | None = None, **overrides: Any) -> ColumnTokenizer:
     """`eqgen train tokenizer`: --out becomes a tokenizer directory (config.json + model.safetensors, the EMA
-    weights). At the end the latent scale is measured on held-out images and written into config.json (a
-    decoder-only stage keeps the scale of the tokenizer it starts from: its tokens are unchanged).
+    weights), at every checkpoint, with the latent scale measured on held-out images (see `export_config`).
     `overrides` are TokenizerConfig fields (None = not given)."""
     out = Path(out)
     given = {k: v for k, v in overrides.items() if v is not None}
-    if resume:
-        config = from_dict(TokenizerConfig, load_json(out / CONFIG))
-    elif train is not None and train.init_from:
+    train = train or from_preset(TokenizerTrainConfig, TRAIN_PRESETS, preset if preset in TRAIN_PRESETS else "paper")
+    if train.init_from:
         config = from_dict(TokenizerConfig, {**load_json(Path(train.init_from) / CONFIG), **given})
     else:
         config = from_preset(TokenizerConfig, TOKENIZER_PRESETS, preset, **given)
-    train = train or from_preset(TokenizerTrainConfig, TRAIN_PRESETS, preset if preset in TRAIN_PRESETS else "paper")
+    if resume:   # the run's own config, which must be the one asked for (its latent scale is measured)
+        config = resumed_config(TokenizerConfig, out, config, ignore=("latent_scale",))
     source = ImageSource(data, config.height, train.image_width or config.height, seed=run.seed)
     torch.manual_seed(run.seed)
     tokenizer = ColumnTokenizer(config)
-    if train.init_from:   # the weights of a trained tokenizer; `overrides` may change what keeps their shapes
+    if train.init_from and not resume:   # a trained tokenizer's weights; `overrides` may change what keeps them
         tokenizer.load_state_dict(ColumnTokenizer.from_pretrained(train.init_from).state_dict())
-    task = TokenizerTask(tokenizer, source, train, run)
-    ema = fit(task, run, out, resume=resume)
-    if task.rank == 0:
-        if not train.decoder_only:  # a frozen encoder keeps its scale: generators on its tokens were trained with it
-            ema.config.latent_scale = measure_latent_scale(ema, task.held_out().to(task.device))
-        save_json(out / CONFIG, to_dict(ema.config))
-    return ema
+    return fit(TokenizerTask(tokenizer, source, train, run), run, out, resume=resume)
