@@ -40,7 +40,7 @@ def test_folder_data_to_fid_and_long_image_scores(tmp_path, capsys):
     samples = tmp_path / "samples"
     out = _run(capsys, "sample", "--model", tmp_path / "gen", "--out-dir", samples, "-n", 3, "--npz", "--steps", 2,
                "--batch-size", 5)
-    assert "12 images, 12 written now" in out and len(list(samples.rglob("*.png"))) == 12
+    assert "12 images (12 new, " in out and len(list(samples.rglob("*.png"))) == 12
 
     common = ["--inception", inception, "--workers", 0, "--device", "cpu"]
     scores = _scores(_run(capsys, "eval", "fid", samples, data, "--save-stats", tmp_path / "photos_stats.npz", *common))

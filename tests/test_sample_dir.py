@@ -83,7 +83,7 @@ def test_sample_out_dir_from_the_command_line(tmp_path, capsys):
     args = ["sample", "--model", str(tmp_path / "model"), "--out-dir", str(out), "-n", "2", "--class", "a,c",
             "--steps", "2", "--batch-size", "3", "--npz"]
     assert main(args) == 0
-    assert f"{out}: 4 images, 4 written now" in capsys.readouterr().out
+    assert f"{out}: 4 images (4 new, " in capsys.readouterr().out
     assert json.loads((out / MANIFEST).read_text())["steps"] == 2 and (out / NPZ).is_file()
     assert main(args[:-1] + ["--cfg", "1.5"]) == 2
     assert "other settings" in capsys.readouterr().err

@@ -305,8 +305,9 @@ def _sample_dir(args: argparse.Namespace) -> None:
     summary = sample_to_dir(args.model, args.out_dir, args.per_class, device=args.device, classes=classes,
                             batch_size=args.batch_size, width=args.width, npz=args.npz, **_options(args))
     if summary:
-        print(f"{args.out_dir}: {summary['images']} images, {summary['written']} written now "
-              f"({summary['images_per_s']:.2f} images/s on rank 0)" + (f"; wrote {summary['npz']}" if args.npz else ""))
+        who = f"rank 0 of {summary['processes']}: " if summary["processes"] > 1 else ""
+        print(f"{args.out_dir}: {summary['images']} images ({who}{summary['written']} new, "
+              f"{summary['images_per_s']:.2f} images/s)" + (f"; {summary['npz']}" if args.npz else ""))
 
 
 def _add_panorama(commands) -> None:

@@ -249,7 +249,7 @@ def long_image_scores(panoramas: str | Path, reference: str | Path, inception: s
     network = InceptionFeatures(inception, device)
     wide = open_images(panoramas, None, workers)
     height, width = wide.size
-    window = window or height
+    window = height if window is None else window
     if window < 1 or bands < 1:
         raise EqgenError(f"the window and the number of bands must be positive, got {window} and {bands}")
     windows = width // window

@@ -109,7 +109,7 @@ def write_samples(pipe, out_dir: str | Path, per_class: int, *, classes: Sequenc
     seconds = time.perf_counter() - tick
     if world > 1:
         dist.barrier()   # every rank's files are on disk before the npz is read from them
-    summary = {"images": len(jobs), "written": written, "generated": generated, "seconds": seconds,
+    summary = {"images": len(jobs), "processes": world, "written": written, "generated": generated, "seconds": seconds,
                "images_per_s": generated / seconds if generated else 0.0}
     if npz and rank == 0:
         summary["npz"] = str(write_npz(out_dir / NPZ, paths, [label for label, _ in jobs]))
