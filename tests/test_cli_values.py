@@ -43,6 +43,8 @@ TRAINING = {"--out": OUT_DIR, "--steps": POSITIVE_INT, "--batch-size": POSITIVE_
 SOLVER = {"--steps": POSITIVE_INT, "--rho": POSITIVE_FLOAT}
 GENERATION = {**SOLVER, "--seed": SEED, "--cfg": NONNEGATIVE_FLOAT, "--temperature": NONNEGATIVE_FLOAT,
               "--device": DEVICE, "--output": PNG}
+NPZ = ["{file}/s.npz", "stats", "s.png", "{tmp}/d.png", "/proc/s.npz", ""]
+FEATURES = {"--save-stats": NPZ, "--batch-size": POSITIVE_INT, "--workers": NONNEGATIVE_INT, "--device": DEVICE}
 SHAPE = {"--width": POSITIVE_INT, "--height": POSITIVE_INT, "--token-width": POSITIVE_INT, "--seed": SEED, "--out": PNG}
 
 # command: (arguments that make the rest valid yet fail fast if a bad value were ever accepted, {flag: bad values})
@@ -56,7 +58,8 @@ COMMANDS = {
                          "--seq-len": POSITIVE_INT, "--window": NONNEGATIVE_INT, "--train-positions": POSITIONS,
                          "--rope-shift": POSITIVE_INT}),
     "sample": (["-o", "{tmp}/x.png", "--model", MISSING],
-               {**GENERATION, "--per-class": POSITIVE_INT, "--width": POSITIVE_INT}),
+               {**GENERATION, "--per-class": POSITIVE_INT, "--width": POSITIVE_INT, "--batch-size": POSITIVE_INT,
+                "--out-dir": OUT_DIR}),
     "panorama": (["--class", "alpine", "-o", "{tmp}/x.png", "--model", MISSING],
                  {**GENERATION, "--width": POSITIVE_INT, "--tile": POSITIVE_INT, "--overlap": POSITIVE_INT}),
     "data render": (["--class", "no-such-class", "-o", "{tmp}/x.png"], {**SHAPE, "--x0": PIXEL_COLUMN}),
@@ -71,6 +74,9 @@ COMMANDS = {
                                             "--seed": SEED}),
     "eval tokenizer": (["--model", MISSING], {"--images": AT_LEAST_TWO, "--tokens": AT_LEAST_TWO, "--seed": SEED,
                                               "--png": PNG}),
+    "eval fid": ([MISSING, MISSING, "--inception", MISSING], FEATURES),
+    "eval long-fid": ([MISSING, MISSING, "--inception", MISSING],
+                      {**FEATURES, "--window": POSITIVE_INT, "--bands": POSITIVE_INT}),
     "eval train-classifier": (["--out", "{tmp}/classifier", "--steps", "1", "--batch-size", "2"],
                               {"--out": OUT_DIR, "--steps": POSITIVE_INT, "--batch-size": AT_LEAST_TWO,
                                "--seed": SEED}),

@@ -82,6 +82,8 @@ def test_inception_features_from_a_torchscript_file(inception_file, tmp_path):
     torch.testing.assert_close(extract(images, batch=2), expected)
     with pytest.raises(EqgenError, match="no Inception weights"):
         InceptionFeatures(tmp_path / "missing.pt")
+    with pytest.raises(EqgenError, match="no_output_bias"):   # a network without the IS interface says so
+        extract.probabilities(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
     (tmp_path / "bad.pt").write_bytes(b"not a model")
     with pytest.raises(EqgenError, match="not a TorchScript Inception network"):
         InceptionFeatures(tmp_path / "bad.pt")

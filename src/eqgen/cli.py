@@ -266,11 +266,21 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def _add_sample(commands) -> None:
-    p = commands.add_parser("sample", help="a grid of class-conditional samples")
-    _generation_flags(p, "linear")
+    p = commands.add_parser("sample", help="a grid of class-conditional samples, or a sample set for evaluation",
+                            description="-o FILE writes one grid. --out-dir DIR writes one PNG per image (DIR/<class>/"
+                                        "<index>.png, each image from its own seed: the set does not depend on the "
+                                        "batch size or the number of processes), skips images already there, and "
+                                        "under torchrun shares the work between the ranks.")
+    _generation_flags(p, "linear", output=False)
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", type=png_file, help="the grid PNG to write")
+    out.add_argument("--out-dir", type=output_dir, help="a folder for a sample set (eqgen eval fid reads it)")
     p.add_argument("--class", dest="classes", help="comma-separated class names (default: every class)")
     p.add_argument("-n", "--per-class", type=positive_int, default=8, help="images per class (default: 8)")
     p.add_argument("--width", type=positive_int, help="image width in pixels (default: the training width)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="--out-dir: images per batch and process (default: 32)")
+    p.add_argument("--npz", action="store_true", help="--out-dir: also DIR/samples.npz (arr_0 images, arr_1 labels), "
+                                                      "the ADM evaluator's format")
     p.set_defaults(run=_sample)
 
 
@@ -280,12 +290,26 @@ def _sample(args: argparse.Namespace) -> None:
     from .imageio import save_grid
     from .pipeline import Pipeline
 
+    if args.out_dir:
+        return _sample_dir(args)
     pipe = Pipeline.from_pretrained(args.model, device=args.device)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes is not None else pipe.classes
     num_tokens = pipe.tokens_for_width(args.width) if args.width else None
     pipe.labels(classes)  # unknown names fail before any work
     rows = [pipe.generate([c] * args.per_class, num_tokens, progress=True, **_options(args)) for c in classes]
     print(save_grid(torch.cat(rows), args.output, nrow=args.per_class))
+
+
+def _sample_dir(args: argparse.Namespace) -> None:
+    from .evaluation.sample_dir import sample_to_dir
+
+    classes = args.classes.split(",") if args.classes else None
+    summary = sample_to_dir(args.model, args.out_dir, args.per_class, device=args.device, classes=classes,
+                            batch_size=args.batch_size, width=args.width, npz=args.npz, **_options(args))
+    if summary:
+        who = f"rank 0 of {summary['processes']}: " if summary["processes"] > 1 else ""
+        print(f"{args.out_dir}: {summary['images']} images ({who}{summary['written']} new, "
+              f"{summary['images_per_s']:.2f} images/s)" + (f"; {summary['npz']}" if args.npz else ""))
 
 
 def _add_panorama(commands) -> None:
@@ -416,6 +440,28 @@ def _add_eval(commands) -> None:
     t.add_argument("--png", type=png_file,
                    help="also write one fresh render per class here, each above its reconstruction")
     t.set_defaults(run=_eval_tokenizer)
+    f = kinds.add_parser("fid", help="Inception-FID, IS, precision and recall of samples against a reference",
+                         description="The ADM evaluator's protocol: FID on Inception pool features, IS in 10 parts, "
+                                     "precision/recall (k=3) against 10,000 reference images. SAMPLES: a folder of "
+                                     "images or an npz (arr_0). REFERENCE: a folder of real images (centre-cropped "
+                                     "to the samples' size the way ADM prepares its reference), an npz with images "
+                                     "(ADM's reference batch) or a statistics npz (mu, sigma). Under torchrun the "
+                                     "features are computed across the ranks.")
+    f.add_argument("samples", metavar="SAMPLES")
+    f.add_argument("reference", metavar="REFERENCE")
+    _feature_flags(f)
+    f.set_defaults(run=_eval_fid)
+    w = kinds.add_parser("long-fid", help="long images on any data: crop-FID and seam ratio per offset band",
+                         description="Cuts every wide image of PANORAMAS (a folder or an npz, e.g. eqgen sample "
+                                     "--out-dir --width 8W) into windows of --window px at increasing offsets and "
+                                     "scores each band of offsets against REFERENCE (real images of the window's "
+                                     "size, an npz, or statistics): crop-FID, seam and texture ratios.")
+    w.add_argument("panoramas", metavar="PANORAMAS")
+    w.add_argument("reference", metavar="REFERENCE")
+    w.add_argument("--window", type=positive_int, help="window width in pixels, the training width (default: the images' height)")
+    w.add_argument("--bands", type=positive_int, default=4, help="bands of consecutive offsets (default: 4)")
+    _feature_flags(w)
+    w.set_defaults(run=_eval_long_fid)
     c = kinds.add_parser("train-classifier", help="train the landscape classifier that the landscape scores use",
                          description="Trains eqgen's landscape classifier on fresh renders (the shipped one was "
                                      "made this way) and prints its held-out accuracy.")
@@ -425,6 +471,47 @@ def _add_eval(commands) -> None:
     c.add_argument("--batch-size", type=at_least_two, default=64)
     c.add_argument("--seed", type=seed, default=0)
     c.set_defaults(run=_eval_train_classifier)
+
+
+def _feature_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--inception", required=True,
+                        help="the TorchScript inception-2015-12-05.pt (a local file; python -m "
+                             "eqgen.evaluation.stand_in FILE writes a random stand-in with its interface)")
+    parser.add_argument("--save-stats", metavar="OUT.npz", type=output_file(".npz"),
+                        help="also write the reference's statistics here: pass that file as REFERENCE next time")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per Inception batch (default: 64)")
+    parser.add_argument("--workers", type=nonnegative_int, default=min(8, os.cpu_count() or 1),
+                        help="processes decoding image files (default: min(8, CPUs))")
+    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+
+def _eval_fid(args: argparse.Namespace) -> None:
+    from .evaluation.fid import evaluate_fid
+
+    scores = evaluate_fid(args.samples, args.reference, args.inception, device=args.device, batch=args.batch_size,
+                          workers=args.workers, save_stats=args.save_stats)
+    if scores:
+        _print_scores(scores)
+        if args.save_stats:
+            print(f"wrote {args.save_stats}")
+
+
+def _eval_long_fid(args: argparse.Namespace) -> None:
+    from .evaluation.fid import long_image_scores
+
+    rows = long_image_scores(args.panoramas, args.reference, args.inception, window=args.window, bands=args.bands,
+                             device=args.device, batch=args.batch_size, workers=args.workers,
+                             save_stats=args.save_stats)
+    if rows:
+        print(f"{'band':>4} {'offsets px':>13} {'crops':>6} {'crop-FID':>9} {'seams':>6} {'texture':>8}")
+        for r in rows:
+            print(f"{r['band']:4d} {r['first_px']:6d}-{r['end_px']:<6d} {r['crops']:6d} {r['crop_fid']:9.3f} "
+                  f"{r['seam_ratio']:6.2f} {r['texture_ratio']:8.2f}")
+        first, last = rows[0], rows[-1]
+        print(f"first vs last band: crop-FID {first['crop_fid']:.3f} -> {last['crop_fid']:.3f}, seam ratio "
+              f"{first['seam_ratio']:.2f} -> {last['seam_ratio']:.2f}")
+        if args.save_stats:
+            print(f"wrote {args.save_stats}")
 
 
 def _eval_long(args: argparse.Namespace) -> None:
@@ -467,7 +554,7 @@ def _eval_samples(args: argparse.Namespace) -> None:
 
 def _print_scores(scores: dict[str, float]) -> None:
     for name, value in scores.items():
-        print(f"{name:28} {value:.3f}")
+        print(f"{name:28} {value:.3f}" if isinstance(value, float) else f"{name:28} {value}")
 
 
 def _eval_train_classifier(args: argparse.Namespace) -> None:

@@ -23,7 +23,7 @@ from .configs import from_dict, load_json, save_json, to_dict
 from .errors import EqgenError
 from .generator import EquivariantGenerator, GeneratorConfig
 from .imageio import to_uint8
-from .sampling import TokenSampler, generate_tokens
+from .sampling import TokenSampler, as_generator, generate_tokens
 from .tokenizer import ColumnTokenizer, TokenizerConfig
 from .training import resolve_device
 
@@ -132,13 +132,14 @@ class Pipeline:
     # -- generation ---------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, classes, num_tokens: int | None = None, *, seed: int = 0, cfg_schedule: str = "linear",
-                 progress: bool = False, **options) -> torch.Tensor:
+    def generate(self, classes, num_tokens: int | None = None, *, seed: int | Sequence[int] = 0,
+                 cfg_schedule: str = "linear", progress: bool = False, **options) -> torch.Tensor:
         """One image per entry of `classes`: [B,3,H,num_tokens·f] in [-1, 1] (default: the training length).
-        Options: cfg, steps, solver, rho, temperature (defaults in `DEFAULTS`)."""
+        seed: one for the batch, or one per image (each image then depends on its own seed only, whatever
+        batch it is made in). Options: cfg, steps, solver, rho, temperature (defaults in `DEFAULTS`)."""
         num_tokens = num_tokens or self.generator.config.train_tokens
         tokens = generate_tokens(self.generator, self.labels(classes), num_tokens, cfg_schedule=cfg_schedule,
-                                 generator=torch.Generator().manual_seed(seed), progress=progress,
+                                 generator=as_generator(seed), progress=progress,
                                  **{**DEFAULTS, **options})
         return self.decode(tokens)
 

@@ -12,9 +12,13 @@ end. Its `recompute` mode runs the transformer over the whole prefix at every st
 algorithm, kept for parity checks and benchmarks.
 
 Randomness: one `randn(B, C)` per token (the ODE's start), drawn on the generator's device in token order and
-nothing else, as the official sampler does — so the same seed gives the official tokens.
+nothing else, as the official sampler does — so the same seed gives the official tokens. Given one generator per
+image instead, each image draws its own `randn(C)` per token, so an image depends on its own seed only, not on
+the batch it was made in (how `eqgen sample --out-dir` makes sample sets of any size on any number of processes).
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -51,8 +55,14 @@ class KVCache:
         return 0 if self.k is None else sum(t.untyped_storage().nbytes() for t in (self.k, self.v, self.positions))
 
 
-def as_generator(rng: torch.Generator | int | None) -> torch.Generator | None:
-    """A seed becomes a CPU generator (the same draws as torch.manual_seed(seed)); None = the global RNG."""
+Generators = torch.Generator | int | Sequence[torch.Generator | int] | None
+
+
+def as_generator(rng: Generators) -> torch.Generator | list[torch.Generator] | None:
+    """A seed becomes a CPU generator (the same draws as torch.manual_seed(seed)); None = the global RNG; a
+    sequence of seeds or generators becomes one generator per image."""
+    if isinstance(rng, (list, tuple)):
+        return [as_generator(r) for r in rng]
     return torch.Generator().manual_seed(rng) if isinstance(rng, int) else rng
 
 
@@ -84,7 +94,7 @@ class TokenSampler:
 
     def __init__(self, model: EquivariantGenerator, labels: torch.Tensor, num_tokens: int, *, cfg: float = 1.0,
                  cfg_schedule: str = "linear", steps: int = 100, solver: str = "euler", rho: float = 1.0,
-                 temperature: float = 1.0, generator: torch.Generator | int | None = None, mode: str = "cached"):
+                 temperature: float = 1.0, generator: Generators = None, mode: str = "cached"):
         if mode not in MODES:
             raise EqgenError(f"unknown sampling mode {mode!r}; choose one of {', '.join(MODES)}")
         if num_tokens < 1:
@@ -100,6 +110,8 @@ class TokenSampler:
         self.temperature, self.generator = temperature, as_generator(generator)
         self.device, self.dtype = next(model.parameters()).device, next(model.parameters()).dtype
         self.batch = len(labels)
+        if isinstance(self.generator, list) and len(self.generator) != self.batch:
+            raise EqgenError(f"{len(self.generator)} seeds for {self.batch} images: give one per image")
         labels = labels.to(self.device)
         if self.guided:
             labels = torch.cat([labels, torch.full_like(labels, NULL_LABEL)])
@@ -160,13 +172,19 @@ class TokenSampler:
         """Generate the next column; returns it, [B, C]."""
         z = self.condition()
         scale = cfg_scale(self.length, self.num_tokens, self.cfg, self.cfg_schedule) if self.guided else None
-        noise = torch.randn(self.batch, self.model.config.token_dim, generator=self.generator,
-                            device=self.generator.device if self.generator is not None else "cpu")
-        noise = noise.to(self.device, self.dtype) * self.temperature  # drawn in float32 whatever the model's dtype
+        noise = self.start_noise().to(self.device, self.dtype) * self.temperature  # float32 whatever the model's dtype
         token = solve(self.model.head, z, noise, self.steps, self.solver, scale, self.rho)
         self.tokens = torch.cat([self.tokens, token[:, None]], dim=1)
         self._z = None
         return token
+
+    def start_noise(self) -> torch.Tensor:
+        """The next token's ODE start [B, C]: from the one generator, or a row from each image's own."""
+        C = self.model.config.token_dim
+        if isinstance(self.generator, list):
+            return torch.stack([torch.randn(C, generator=g, device=g.device) for g in self.generator])
+        return torch.randn(self.batch, C, generator=self.generator,
+                           device=self.generator.device if self.generator is not None else "cpu")
 
     def cache_nbytes(self) -> int:
         return sum(cache.nbytes() for cache in self.caches)
@@ -176,13 +194,13 @@ class TokenSampler:
 def generate_tokens(model: EquivariantGenerator, labels: torch.Tensor, num_tokens: int, *,
                     prefix: torch.Tensor | None = None, cfg: float = 1.0, cfg_schedule: str = "linear",
                     steps: int = 100, solver: str = "euler", rho: float = 1.0, temperature: float = 1.0,
-                    generator: torch.Generator | int | None = None, mode: str = "cached",
+                    generator: Generators = None, mode: str = "cached",
                     progress: bool = False) -> torch.Tensor:
     """Tokens [B, num_tokens, C] for labels [B] (NULL_LABEL = unconditional), continuing `prefix` [B, P, C]
     when given (its tokens are kept; columns P … num_tokens−1 are generated).
 
     generator: a torch.Generator, a seed, or None for the global RNG (then torch.manual_seed(s) first gives
-    the official sampler's tokens for seed s)."""
+    the official sampler's tokens for seed s); or one seed or generator per image."""
     sampler = TokenSampler(model, labels, num_tokens, cfg=cfg, cfg_schedule=cfg_schedule, steps=steps,
                            solver=solver, rho=rho, temperature=temperature, generator=generator, mode=mode)
     sampler.start(prefix)

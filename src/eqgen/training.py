@@ -220,6 +220,16 @@ def _init_distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def distributed_device(name: str) -> tuple[torch.device, int, int]:
+    """This process's device (cuda:LOCAL_RANK under torchrun when `name` asks for CUDA), rank and world size;
+    joins the process group when torchrun started several processes."""
+    device = resolve_device(name)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    return (device, *_init_distributed(device))
+
+
 def _wrap(module: nn.Module, device: torch.device, world_size: int, find_unused: bool) -> nn.Module:
     if world_size == 1 or not any(p.requires_grad for p in module.parameters()):
         return module
@@ -236,11 +246,7 @@ DIVERGED = "a lower --lr or a longer --warmup"   # the remedy for a loss or a we
 def fit(task: Task, run: RunConfig, out: str | Path, resume: bool = False) -> nn.Module:
     """Train `task` for `run.steps` steps, writing checkpoints into `out`. Returns the EMA model."""
     out = Path(out)
-    device = resolve_device(run.device)
-    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(device)
-    rank, world_size = _init_distributed(device)
+    device, rank, world_size = distributed_device(run.device)
     task.device, task.rank, task.world_size = device, rank, world_size
     task.dtype = resolve_precision(run.precision, device)
     for module in task.modules().values():
