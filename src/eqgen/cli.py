@@ -289,21 +289,37 @@ def _add_panorama(commands) -> None:
     _generation_flags(p, "constant")
     p.add_argument("--class", dest="cls", required=True, help="the class to generate")
     p.add_argument("--width", type=int, default=2048, help="width in pixels (default: 2048)")
-    p.add_argument("--left", help="an image to continue to the right (outpainting)")
+    p.add_argument("--left", help="an image to continue to the right (outpainting); its pixels are kept exactly. "
+                                  "Another height is resized to the model's keeping the aspect, then the width "
+                                  "is cropped on the right to a multiple of the token width")
     p.add_argument("--tile", type=int, default=64, help="tokens per decoded tile (default: 64)")
     p.add_argument("--overlap", type=int, default=8, help="tokens of cross-faded overlap between tiles (default: 8)")
     p.set_defaults(run=_panorama)
 
 
 def _panorama(args: argparse.Namespace) -> None:
-    from .imageio import load_image, save_png
+    from .imageio import save_png
     from .pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model, device=args.device)
     pipe.labels(args.cls)
-    left = load_image(args.left, pipe.height) if args.left else None
+    left = _fitted_left(args.left, pipe) if args.left else None
     pixels = pipe.panorama(args.cls, args.width, left=left, tile=args.tile, overlap=args.overlap, **_options(args))
     print(save_png(pixels, args.output))
+
+
+def _fitted_left(path: str, pipe):
+    """The --left image fitted to the model; one line on stderr says so when that changed it."""
+    from .imageio import fit_image, from_uint8, load_image
+
+    pixels = load_image(path)
+    fitted = fit_image(pixels, pipe.height, pipe.token_width)
+    if fitted.shape != pixels.shape:
+        (h, w), (fh, fw) = pixels.shape[:2], fitted.shape[:2]
+        how = "resized to the model's height keeping its aspect, " if h != fh else ""
+        print(f"eqgen: {path} is {w}x{h} px; using {fw}x{fh} ({how}width cropped on the right to a multiple of "
+              f"{pipe.token_width} px)", file=sys.stderr)
+    return from_uint8(fitted)
 
 
 def _add_app(commands) -> None:
