@@ -10,7 +10,8 @@ from eqgen.configs import from_preset
 from eqgen.evaluation.costs import attended_pairs, attention_gflops, generator_costs
 from eqgen.evaluation.positions import held_out_tokens, position_losses
 from eqgen.generator import GENERATOR_PRESETS, GeneratorConfig
-from eqgen.report import TOKENS, Results, write_report
+from eqgen.errors import EqgenError
+from eqgen.report import TOKENS, ReportConfig, Results, early_steps, write_report
 from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig, patchify, unpatchify
 
 
@@ -113,6 +114,18 @@ def _record(level: float, fid: float, slope: float = 0.0) -> dict:
     return {"position_loss": loss.tolist(), "position_loss_se": [0.001] * TOKENS, "landscape_fid": fid,
             "reference_fid_real_vs_real": 1.0, "class_accuracy": 0.9, "attention_gflops": 0.1,
             "gflops": {"transformer_gflops": 0.2, "head_gflops": 0.1}, "seconds": 60.0}
+
+
+def test_the_early_checkpoint_is_after_one_step_at_least():
+    assert [early_steps(s) for s in (1, 2, 3, 4, 7, 800)] == [1, 1, 1, 1, 1, 200]
+
+
+def test_report_settings_that_cannot_run_are_refused():
+    with pytest.raises(EqgenError, match="steps ≥ 1, got 0"):
+        ReportConfig(steps=0)
+    with pytest.raises(EqgenError, match="per_class ≥ 2"):
+        ReportConfig(per_class=1)
+    assert main(["report", "--tokenizer-steps", "0"]) == 2
 
 
 def test_the_report_states_what_its_numbers_say(tmp_path):

@@ -28,6 +28,7 @@ import numpy as np
 
 from .checkpoint import CONFIG, atomic_write_bytes, load_training_state
 from .configs import from_preset
+from .errors import EqgenError
 from .evaluation.costs import attention_gflops, generator_costs, preset_costs
 from .evaluation.long_images import drift_table, ground_truth, offset_stats
 from .evaluation.positions import held_out_tokens, position_losses
@@ -68,6 +69,18 @@ class ReportConfig:
     long_per_class: int = 2
     seed: int = 0
     experiments: list[str] = field(default_factory=lambda: list(EXPERIMENTS))
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "tokenizer_steps", "cache_images", "held_out", "long_multiple", "long_per_class"):
+            if getattr(self, name) < 1:
+                raise EqgenError(f"the report needs {name} ≥ 1, got {getattr(self, name)}")
+        if self.per_class < 2:
+            raise EqgenError(f"the report needs per_class ≥ 2 (a covariance), got {self.per_class}")
+
+
+def early_steps(steps: int) -> int:
+    """When the 'window' run is also measured: a quarter of the way in, and after one step at least."""
+    return max(1, steps // 4)
 
 
 class Results:
@@ -170,7 +183,7 @@ def run_experiments(cfg: ReportConfig, out: str | Path) -> Results:
         record = {}
         if name == "window":  # also measured a quarter of the way in: the relative improvement per position
             _train(cfg, out=directory, tokenizer=tokenizers[layout], cache=cache, options=options,
-                   steps=cfg.steps // 4)
+                   steps=early_steps(cfg.steps))
             record["early_position_loss"] = _position_losses(cfg, Pipeline.from_pretrained(directory))[0].tolist()
         _train(cfg, directory, tokenizers[layout], cache, options, cfg.steps)
         pipe = Pipeline.from_pretrained(directory)
@@ -293,9 +306,10 @@ def write_report(results: Results, path: str | Path, command: str) -> None:
     if "early_position_loss" in r.get("window", {}):
         early, late = np.array(r["window"]["early_position_loss"]), loss["window"]
         gain = (early - late) / early
+        start = early_steps(cfg["steps"])
         plot_positions(images / "reproduction_improvement.png", {"window": (gain, np.zeros_like(gain))},
-                        f"relative loss improvement, step {cfg['steps'] // 4} → {cfg['steps']}", "(early − late) / early")
-        lines += ["", f"Relative improvement per position from step {cfg['steps'] // 4} to {cfg['steps']} "
+                        f"relative loss improvement, step {start} → {cfg['steps']}", "(early − late) / early")
+        lines += ["", f"Relative improvement per position from step {start} to {cfg['steps']} "
                   f"(paper Fig. 3, right): mean {gain[1:].mean():.3f}, spread {gain[1:].std():.3f} over positions 1–15.",
                   "", "![relative improvement per position](images/reproduction_improvement.png)"]
 
