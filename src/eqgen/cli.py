@@ -5,6 +5,7 @@ Every user mistake raises `EqgenError`; `main` prints it as one line on stderr a
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import sys
 
@@ -12,8 +13,37 @@ from .errors import EqgenError
 from .training import PRECISIONS
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default, unless the help already states it or there is none to show."""
+
+    @staticmethod
+    def _shows_default(action: argparse.Action) -> bool:
+        return bool(action.option_strings) and action.default is not None and action.default is not False \
+            and action.default is not argparse.SUPPRESS and "default" not in (action.help or "")
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return super()._get_help_string(action) if self._shows_default(action) else action.help
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and self._shows_default(action):  # argparse prints no help line for these at all
+            action = copy.copy(action)
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The `eqgen` parser; add_subparsers makes every command's parser of this class too, so all use the
+    same help formatter."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"formatter_class": _HelpFormatter, **kwargs})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eqgen", description="Equivariant Image Modeling: column tokens, any width.")
+    from . import __version__
+
+    parser = _Parser(prog="eqgen", description="Equivariant Image Modeling: column tokens, any width.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data(commands)
     _add_train(commands)
@@ -27,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _training_flags(parser: argparse.ArgumentParser, preset: str) -> None:
+def _training_flags(parser: argparse.ArgumentParser, preset: str, presets: dict) -> None:
     """The core flags every training command shares."""
-    parser.add_argument("--preset", default=preset, help=f"model size preset (default: {preset})")
+    parser.add_argument("--preset", default=preset, choices=list(presets), help=f"model size preset (default: {preset})")
     parser.add_argument("--data", default="landscapes", help="'landscapes' (built in) or an image folder, one subfolder per class")
     parser.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, the trained model")
     parser.add_argument("--steps", type=int, default=5000, help="optimizer steps in total (default: 5000)")
@@ -56,13 +86,16 @@ def _run_config(args: argparse.Namespace):
 
 
 def _add_train(commands) -> None:
+    from .generator import GENERATOR_PRESETS
+    from .tokenizer import TOKENIZER_PRESETS
+
     train = commands.add_parser("train", help="train a tokenizer or a generator (resumable, DDP via torchrun)")
     models = train.add_subparsers(dest="model", required=True, metavar="MODEL")
 
     tok = models.add_parser("tokenizer", help="train the column tokenizer on --data",
                             description="Trains the column autoencoder; --out becomes a tokenizer directory "
                                         "(config.json with the measured latent scale + model.safetensors).")
-    _training_flags(tok, "demo")
+    _training_flags(tok, "demo", TOKENIZER_PRESETS)
     tok.add_argument("--width", type=int, help="training image width in pixels (default: the preset's)")
     tok.add_argument("--lpips", help="LPIPS weights (VGG16 + LPIPS heads, safetensors) for the perceptual loss")
     tok.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"), help="Adam betas (default: the preset's)")
@@ -81,7 +114,7 @@ def _add_train(commands) -> None:
                             description="Encodes --data once into a token cache, then trains; --out becomes a "
                                         "model directory for --model. Multi-GPU: torchrun --nproc_per_node N "
                                         "$(which eqgen) train generator ...")
-    _training_flags(gen, "demo")
+    _training_flags(gen, "demo", GENERATOR_PRESETS)
     gen.add_argument("--tokenizer", required=True, help="a trained tokenizer directory (eqgen train tokenizer --out)")
     gen.add_argument("--cache", help="token cache directory (default: OUT/token_cache)")
     gen.add_argument("--cache-images", type=int, default=20000, help="images to encode into the cache (default: 20000)")
@@ -415,6 +448,7 @@ def _add_eval(commands) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--inception", help="also Inception-FID: the TorchScript inception-2015-12-05.pt (a local file)")
     q.add_argument("--per-class-fid", action="store_true", help="also the landscape-FID of every class on its own")
+    _classifier_flag(q)
     q.set_defaults(run=_eval_samples)
     t = kinds.add_parser("tokenizer", help="reconstruction PSNR and rFID of a tokenizer on fresh renders",
                          description="Encodes and decodes fresh landscape renders of every class; prints PSNR and "
@@ -427,6 +461,7 @@ def _add_eval(commands) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--inception", help="also Inception-rFID: the TorchScript inception-2015-12-05.pt")
     t.add_argument("--png", help="also write one fresh render per class here, each above its reconstruction")
+    _classifier_flag(t)
     t.set_defaults(run=_eval_tokenizer)
     c = kinds.add_parser("train-classifier", help="train the landscape classifier that the landscape scores use",
                          description="Trains eqgen's landscape classifier on fresh renders (the shipped one was "
@@ -436,6 +471,11 @@ def _add_eval(commands) -> None:
     c.add_argument("--batch-size", type=int, default=64)
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(run=_eval_train_classifier)
+
+
+def _classifier_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--classifier", metavar="DIR", help="the landscape classifier for the landscape scores: a "
+                                                            "directory from eval train-classifier (default: the shipped one)")
 
 
 def _eval_long(args: argparse.Namespace) -> None:
@@ -466,13 +506,13 @@ def _eval_samples(args: argparse.Namespace) -> None:
         raise EqgenError("--per-class must be at least 2")
     pipe = Pipeline.from_pretrained(args.model)
     scores = landscape_scores(pipe, args.per_class, args.seed, cfg=args.cfg, inception=args.inception,
-                              **_solver_options(args))
+                              classifier=args.classifier, **_solver_options(args))
     _print_scores(scores)
     if args.per_class_fid:
         from .evaluation.scores import class_fids
 
         print(f"\n{'class':<10} {'landscape-FID':>14} {'real vs real':>13}")
-        for cls, (fid, floor) in class_fids(pipe, args.per_class, args.seed, cfg=args.cfg,
+        for cls, (fid, floor) in class_fids(pipe, args.per_class, args.seed, cfg=args.cfg, classifier=args.classifier,
                                             **_solver_options(args)).items():
             print(f"{cls:<10} {fid:14.2f} {floor:13.2f}")
 
@@ -504,7 +544,8 @@ def _eval_tokenizer(args: argparse.Namespace) -> None:
         raise EqgenError("-n must be at least 2")
     tokenizer = (ColumnTokenizer.from_pretrained(args.tokenizer) if args.tokenizer
                  else Pipeline.from_pretrained(args.model).tokenizer)
-    scores = tokenizer_scores(tokenizer, args.images, args.tokens, args.seed, inception=args.inception)
+    scores = tokenizer_scores(tokenizer, args.images, args.tokens, args.seed, inception=args.inception,
+                              classifier=args.classifier)
     _print_scores(scores)
     if args.png:
         seeds = [4 * 10**6 + args.seed + i for i in range(len(CLASSES))]
