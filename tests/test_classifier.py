@@ -39,8 +39,9 @@ def test_eval_commands_score_with_the_classifier_given(tmp_path, capsys):
         return float(dict(line.split() for line in capsys.readouterr().out.splitlines())[name])
 
     tokenizer = ["tokenizer", "--tokenizer", str(tmp_path / "tok"), "-n", "8", "--tokens", "4"]
-    assert score(tokenizer, "landscape_rfid", "--classifier", str(tmp_path / "mine")) != score(tokenizer, "landscape_rfid")
+    mine = ["--classifier", str(tmp_path / "mine")]
+    assert score(tokenizer, "landscape_rfid", *mine) != score(tokenizer, "landscape_rfid")
     samples = ["samples", "--model", str(tmp_path / "model"), "-n", "2", "--steps", "1"]
-    assert score(samples, "landscape_fid", "--classifier", str(tmp_path / "mine")) != score(samples, "landscape_fid")
+    assert score(samples, "landscape_fid", *mine) != score(samples, "landscape_fid")
     assert main(["eval", *tokenizer, "--classifier", str(tmp_path / "nothing")]) == 2
     assert capsys.readouterr().err.strip() == f"eqgen: error: model directory {tmp_path / 'nothing'} not found"

@@ -18,8 +18,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     @staticmethod
     def _shows_default(action: argparse.Action) -> bool:
-        return bool(action.option_strings) and action.default is not None and action.default is not False \
-            and action.default is not argparse.SUPPRESS and "default" not in (action.help or "")
+        meaningful = not any(action.default is x for x in (None, False, argparse.SUPPRESS))  # `is`: 0 == False
+        return bool(action.option_strings) and meaningful and "default" not in (action.help or "")
 
     def _get_help_string(self, action: argparse.Action) -> str:
         return super()._get_help_string(action) if self._shows_default(action) else action.help
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _training_flags(parser: argparse.ArgumentParser, preset: str, presets: dict) -> None:
     """The core flags every training command shares."""
-    parser.add_argument("--preset", default=preset, choices=list(presets), help=f"model size preset (default: {preset})")
+    parser.add_argument("--preset", default=preset, choices=list(presets),
+                        help=f"model size preset (default: {preset})")
     parser.add_argument("--data", default="landscapes", help="'landscapes' (built in) or an image folder, one subfolder per class")
     parser.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, the trained model")
     parser.add_argument("--steps", type=int, default=5000, help="optimizer steps in total (default: 5000)")
@@ -474,8 +475,9 @@ def _add_eval(commands) -> None:
 
 
 def _classifier_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--classifier", metavar="DIR", help="the landscape classifier for the landscape scores: a "
-                                                            "directory from eval train-classifier (default: the shipped one)")
+    parser.add_argument("--classifier", metavar="DIR",
+                        help="the landscape classifier for the landscape scores: a directory from eval "
+                             "train-classifier (default: the shipped one)")
 
 
 def _eval_long(args: argparse.Namespace) -> None:

@@ -71,7 +71,8 @@ class ReportConfig:
     experiments: list[str] = field(default_factory=lambda: list(EXPERIMENTS))
 
     def __post_init__(self):
-        for name in ("steps", "batch", "tokenizer_steps", "cache_images", "held_out", "long_multiple", "long_per_class"):
+        counts = ("steps", "batch", "tokenizer_steps", "cache_images", "held_out", "long_multiple", "long_per_class")
+        for name in counts:
             if getattr(self, name) < 1:
                 raise EqgenError(f"the report needs {name} ≥ 1, got {getattr(self, name)}")
         if self.per_class < 2:
