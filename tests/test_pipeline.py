@@ -1,10 +1,17 @@
 """Pipeline: save/load, generation, tiled decoding, panoramas and outpainting on tiny random models."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from eqgen import Pipeline
+from eqgen.cli import main
+from eqgen.data.landscapes import render
 from eqgen.errors import EqgenError
+from eqgen.imageio import fit_image, from_uint8, load_image
+from eqgen.pipeline import SEAM_BLEND, join
 
 CLASSES = ["a", "b", "c", "d"]
 
@@ -64,6 +71,70 @@ def test_panorama_and_outpainting(pipe):
     assert tokens.shape == (1, 20, 4)
     assert torch.equal(tokens[:, :6], pipe.encode(left[None]))  # the left image's tokens, then new ones
     assert not torch.equal(tokens[:, 6:], pipe.panorama_tokens("c", 20 * f, steps=2, seed=3)[:, 6:])
+
+
+def test_outpainting_keeps_the_given_pixels_and_joins_the_decoded_continuation(pipe):
+    f, L = pipe.token_width, 6 * pipe.token_width
+    given = render("forest", L, pipe.height, seed=1)
+    options = dict(left=from_uint8(given), steps=2, seed=3, progress=False)
+    out = pipe.panorama("c", 20 * f, **options)
+    assert np.array_equal(out[:, :L], given)
+    tokens = pipe.panorama_tokens("c", 20 * f, **options)  # its first 6 tokens are the given image's
+    decoded = np.concatenate([p for _, p in pipe.decode_tiles(tokens)], axis=1)
+    assert np.array_equal(out[:, L + SEAM_BLEND:], decoded[:, L + SEAM_BLEND:])  # continuation: as decoded
+    assert np.array_equal(out[:, L:L + SEAM_BLEND], join(np.concatenate([given, decoded[:, L:]], 1), L,
+                                                         SEAM_BLEND)[:, L:L + SEAM_BLEND])
+    unblended = pipe.panorama("c", 20 * f, blend=0, **options)
+    assert np.array_equal(unblended[:, L:], decoded[:, L:])
+
+
+def test_join_cross_fades_the_last_given_column():
+    canvas = np.zeros((2, 10, 3), np.uint8)
+    canvas[:, :5] = 200
+    join(canvas, 5, 4)
+    assert canvas[0, :, 0].tolist() == [200] * 5 + [160, 120, 80, 40, 0]
+    assert join(canvas.copy(), 5, 0).tolist() == canvas.tolist()
+
+
+def test_the_left_image_must_fit(pipe):
+    f = pipe.token_width
+    with pytest.raises(EqgenError, match="multiple of 4 px"):
+        pipe.panorama("a", 20 * f, left=torch.zeros(3, pipe.height, 5 * f + 1), progress=False)
+    with pytest.raises(EqgenError, match="narrower than the panorama"):
+        pipe.panorama("a", 20 * f, left=torch.zeros(3, pipe.height, 20 * f), progress=False)
+
+
+def test_fit_image_resizes_to_the_height_and_crops_the_width():
+    photo = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
+    assert fit_image(photo, 64, 8).shape == (64, 80, 3)        # 85.3 px wide at 64 px, cropped to 80
+    assert np.array_equal(fit_image(photo[:64, :72], 64, 8), photo[:64, :72])  # fits already: unchanged
+    assert np.array_equal(fit_image(photo[:64, :75], 64, 8), photo[:64, :72])  # cropped on the right
+
+
+def test_from_uint8_takes_read_only_arrays_without_a_warning():
+    pixels = np.asarray(Image.fromarray(render("coast", 16, 8)))  # a read-only view of the PIL image
+    assert not pixels.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images = from_uint8(pixels)
+    assert images.shape == (3, 8, 16) and torch.equal(images, from_uint8(pixels.copy()))
+
+
+def test_panorama_cli_fits_and_keeps_the_left_image_without_warnings(pipe, tmp_path, capsys):
+    pipe.save_pretrained(tmp_path / "model")
+    photo = render("alpine", 4 * 41, 4 * pipe.height, seed=2)  # 164x64 JPEG: 41x16 px at the model's height
+    Image.fromarray(photo).save(tmp_path / "photo.jpg")
+    args = ["panorama", "--model", str(tmp_path / "model"), "--class", "a", "--width", "80", "--steps", "2",
+            "--left", str(tmp_path / "photo.jpg"), "-o", str(tmp_path / "out.png")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(args) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("eqgen")]  # not tqdm's
+    assert notes == [f"eqgen: {tmp_path / 'photo.jpg'} is 164x64 px; using 40x16 (resized to the model's height "
+                    f"keeping its aspect, width cropped on the right to a multiple of 4 px)"]
+    out = np.array(Image.open(tmp_path / "out.png"))
+    assert out.shape == (pipe.height, 80, 3)
+    assert np.array_equal(out[:, :40], fit_image(load_image(tmp_path / "photo.jpg"), pipe.height, 4))
 
 
 def test_panorama_token_phase_memory_does_not_grow_with_width(pipe):

@@ -7,6 +7,7 @@ parsed.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import errno
 import os
@@ -20,7 +21,10 @@ from .training import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = Parser(prog="eqgen", description="Equivariant Image Modeling: column tokens, any width.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data(commands)
     _add_train(commands)
@@ -34,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _training_flags(parser: argparse.ArgumentParser, preset: str) -> None:
+def _training_flags(parser: argparse.ArgumentParser, preset: str, presets: dict) -> None:
     """The core flags every training command shares."""
-    parser.add_argument("--preset", default=preset, help=f"model size preset (default: {preset})")
+    parser.add_argument("--preset", default=preset, choices=list(presets),
+                        help=f"model size preset (default: {preset})")
     parser.add_argument("--data", default="landscapes", help="'landscapes' (built in) or an image folder, one subfolder per class")
     parser.add_argument("--out", required=True, type=output_dir,
                         help="run directory: checkpoints, metrics.jsonl, the trained model")
@@ -68,13 +73,16 @@ def _run_config(args: argparse.Namespace):
 
 
 def _add_train(commands) -> None:
+    from .generator import GENERATOR_PRESETS
+    from .tokenizer import TOKENIZER_PRESETS
+
     train = commands.add_parser("train", help="train a tokenizer or a generator (resumable, DDP via torchrun)")
     models = train.add_subparsers(dest="model", required=True, metavar="MODEL")
 
     tok = models.add_parser("tokenizer", help="train the column tokenizer on --data",
                             description="Trains the column autoencoder; --out becomes a tokenizer directory "
                                         "(config.json with the measured latent scale + model.safetensors).")
-    _training_flags(tok, "demo")
+    _training_flags(tok, "demo", TOKENIZER_PRESETS)
     tok.add_argument("--width", type=positive_int, help="training image width in pixels (default: the preset's)")
     tok.add_argument("--lpips", help="LPIPS weights (VGG16 + LPIPS heads, safetensors) for the perceptual loss")
     tok.add_argument("--betas", type=unit_interval, nargs=2, metavar=("B1", "B2"),
@@ -95,7 +103,7 @@ def _add_train(commands) -> None:
                             description="Encodes --data once into a token cache, then trains; --out becomes a "
                                         "model directory for --model. Multi-GPU: torchrun --nproc_per_node N "
                                         "$(which eqgen) train generator ...")
-    _training_flags(gen, "demo")
+    _training_flags(gen, "demo", GENERATOR_PRESETS)
     gen.add_argument("--tokenizer", required=True, help="a trained tokenizer directory (eqgen train tokenizer --out)")
     gen.add_argument("--cache", type=output_dir, help="token cache directory (default: OUT/token_cache)")
     gen.add_argument("--cache-images", type=positive_int, default=20000,
@@ -317,7 +325,9 @@ def _add_panorama(commands) -> None:
     _generation_flags(p, "constant")
     p.add_argument("--class", dest="cls", required=True, help="the class to generate")
     p.add_argument("--width", type=positive_int, default=2048, help="width in pixels (default: 2048)")
-    p.add_argument("--left", help="an image to continue to the right (outpainting)")
+    p.add_argument("--left", help="an image to continue to the right (outpainting); its pixels are kept exactly. "
+                                  "Another height is resized to the model's keeping the aspect, then the width "
+                                  "is cropped on the right to a multiple of the token width")
     p.add_argument("--tile", type=positive_int, default=64, help="tokens per decoded tile (default: 64)")
     p.add_argument("--overlap", type=positive_int, default=8,
                    help="tokens of cross-faded overlap between tiles (default: 8)")
@@ -325,14 +335,28 @@ def _add_panorama(commands) -> None:
 
 
 def _panorama(args: argparse.Namespace) -> None:
-    from .imageio import load_image, save_png
+    from .imageio import save_png
     from .pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model, device=args.device)
     pipe.labels(args.cls)
-    left = load_image(args.left, pipe.height) if args.left else None
+    left = _fitted_left(args.left, pipe) if args.left else None
     pixels = pipe.panorama(args.cls, args.width, left=left, tile=args.tile, overlap=args.overlap, **_options(args))
     print(save_png(pixels, args.output))
+
+
+def _fitted_left(path: str, pipe):
+    """The --left image fitted to the model; one line on stderr says so when that changed it."""
+    from .imageio import fit_image, from_uint8, load_image
+
+    pixels = load_image(path)
+    fitted = fit_image(pixels, pipe.height, pipe.token_width)
+    if fitted.shape != pixels.shape:
+        (h, w), (fh, fw) = pixels.shape[:2], fitted.shape[:2]
+        how = "resized to the model's height keeping its aspect, " if h != fh else ""
+        print(f"eqgen: {path} is {w}x{h} px; using {fw}x{fh} ({how}width cropped on the right to a multiple of "
+              f"{pipe.token_width} px)", file=sys.stderr)
+    return from_uint8(fitted)
 
 
 def _add_app(commands) -> None:
@@ -426,6 +450,7 @@ def _add_eval(commands) -> None:
     q.add_argument("--seed", type=seed, default=0)
     q.add_argument("--inception", help="also Inception-FID: the TorchScript inception-2015-12-05.pt (a local file)")
     q.add_argument("--per-class-fid", action="store_true", help="also the landscape-FID of every class on its own")
+    _classifier_flag(q)
     q.set_defaults(run=_eval_samples)
     t = kinds.add_parser("tokenizer", help="reconstruction PSNR and rFID of a tokenizer on fresh renders",
                          description="Encodes and decodes fresh landscape renders of every class; prints PSNR and "
@@ -439,6 +464,7 @@ def _add_eval(commands) -> None:
     t.add_argument("--inception", help="also Inception-rFID: the TorchScript inception-2015-12-05.pt")
     t.add_argument("--png", type=png_file,
                    help="also write one fresh render per class here, each above its reconstruction")
+    _classifier_flag(t)
     t.set_defaults(run=_eval_tokenizer)
     f = kinds.add_parser("fid", help="Inception-FID, IS, precision and recall of samples against a reference",
                          description="The ADM evaluator's protocol: FID on Inception pool features, IS in 10 parts, "
@@ -514,6 +540,12 @@ def _eval_long_fid(args: argparse.Namespace) -> None:
             print(f"wrote {args.save_stats}")
 
 
+def _classifier_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--classifier", metavar="DIR",
+                        help="the landscape classifier for the landscape scores: a directory from eval "
+                             "train-classifier (default: the shipped one)")
+
+
 def _eval_long(args: argparse.Namespace) -> None:
     import numpy as np
 
@@ -541,13 +573,13 @@ def _eval_samples(args: argparse.Namespace) -> None:
 
     pipe = Pipeline.from_pretrained(args.model)
     scores = landscape_scores(pipe, args.per_class, args.seed, cfg=args.cfg, inception=args.inception,
-                              **_solver_options(args))
+                              classifier=args.classifier, **_solver_options(args))
     _print_scores(scores)
     if args.per_class_fid:
         from .evaluation.scores import class_fids
 
         print(f"\n{'class':<10} {'landscape-FID':>14} {'real vs real':>13}")
-        for cls, (fid, floor) in class_fids(pipe, args.per_class, args.seed, cfg=args.cfg,
+        for cls, (fid, floor) in class_fids(pipe, args.per_class, args.seed, cfg=args.cfg, classifier=args.classifier,
                                             **_solver_options(args)).items():
             print(f"{cls:<10} {fid:14.2f} {floor:13.2f}")
 
@@ -575,7 +607,8 @@ def _eval_tokenizer(args: argparse.Namespace) -> None:
 
     tokenizer = (ColumnTokenizer.from_pretrained(args.tokenizer) if args.tokenizer
                  else Pipeline.from_pretrained(args.model).tokenizer)
-    scores = tokenizer_scores(tokenizer, args.images, args.tokens, args.seed, inception=args.inception)
+    scores = tokenizer_scores(tokenizer, args.images, args.tokens, args.seed, inception=args.inception,
+                              classifier=args.classifier)
     _print_scores(scores)
     if args.png:
         seeds = [4 * 10**6 + args.seed + i for i in range(len(CLASSES))]

@@ -8,6 +8,7 @@ be a multiple of the model's token width, a class name) stay with the library, w
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import tempfile
 from pathlib import Path
@@ -18,9 +19,31 @@ from .errors import EqgenError
 Invalid = argparse.ArgumentTypeError
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default, unless the help already states it or there is none to show."""
+
+    @staticmethod
+    def _shows_default(action: argparse.Action) -> bool:
+        meaningful = not any(action.default is x for x in (None, False, argparse.SUPPRESS))  # `is`: 0 == False
+        return bool(action.option_strings) and meaningful and "default" not in (action.help or "")
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return super()._get_help_string(action) if self._shows_default(action) else action.help
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and self._shows_default(action):  # argparse prints no help line for these at all
+            action = copy.copy(action)
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, `PROG: error: MESSAGE` (exit status 2), without the
-    usage block that would bury the message; `--help` shows the usage."""
+    usage block that would bury the message; `--help` shows the usage and every default. add_subparsers
+    makes every command's parser of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"formatter_class": HelpFormatter, **kwargs})
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")

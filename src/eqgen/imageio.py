@@ -18,18 +18,26 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def from_uint8(array: np.ndarray) -> torch.Tensor:
     """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(array)).movedim(-1, -3).float() / 127.5 - 1
+    # np.require copies read-only arrays (np.asarray of a PIL image is one), which torch.from_numpy warns about
+    return torch.from_numpy(np.require(array, requirements=["C", "W"])).movedim(-1, -3).float() / 127.5 - 1
 
 
-def load_image(path: str | Path, height: int) -> torch.Tensor:
-    """An image file -> float [3, height, w] in [-1, 1], resized to `height` keeping its aspect ratio."""
+def load_image(path: str | Path) -> np.ndarray:
+    """An image file (any format Pillow reads) -> uint8 [H, W, 3] RGB."""
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-            width = max(1, round(image.width * height / image.height))
-            return from_uint8(np.asarray(image.resize((width, height), Image.Resampling.BICUBIC)))
+            return np.array(image.convert("RGB"))
     except (OSError, ValueError) as err:
         raise EqgenError(f"cannot read image {path}: {err}") from None
+
+
+def fit_image(pixels: np.ndarray, height: int, multiple: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> [height, w, 3]: resized (bicubic) to `height` keeping the aspect ratio, then cropped
+    on the right to a multiple of `multiple` px. An image that already fits is returned unchanged."""
+    if pixels.shape[0] != height:
+        width = max(1, round(pixels.shape[1] * height / pixels.shape[0]))
+        pixels = np.array(Image.fromarray(pixels).resize((width, height), Image.Resampling.BICUBIC))
+    return pixels[:, : pixels.shape[1] // multiple * multiple]
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:

@@ -31,6 +31,10 @@ BUILTIN = Path(__file__).parent / "assets" / "builtin"
 # Heun on a grid denser near the data (rho 1.5): 10 steps = 19 head evaluations per token, closer to the exact
 # ODE solution than the paper's 100 Euler steps (benchmarks/bench_solvers.py).
 DEFAULTS = dict(cfg=3.0, steps=10, solver="heun", rho=1.5, temperature=1.0)
+# Outpainting: the given image's last column cross-fades into this many decoded columns. The decoder's output
+# starts from its reconstruction of the image, not the image, so with no blend the join jumps 4.6× as much as
+# its neighbouring columns; with 4 columns 0.84×, a render's own join 1.11× (benchmarks/bench_outpainting.py).
+SEAM_BLEND = 4
 
 
 class Pipeline:
@@ -145,15 +149,22 @@ class Pipeline:
 
     @torch.no_grad()
     def panorama(self, cls: str | int, width: int, *, tile: int = 64, overlap: int = 8, progress: bool = True,
-                 **options) -> np.ndarray:
+                 left: torch.Tensor | None = None, blend: int = SEAM_BLEND, **options) -> np.ndarray:
         """One very wide image, uint8 [H, width, 3]: tokens generated one by one with the windowed cache,
         then decoded in overlapping tiles, so memory does not grow with the width beyond the uint8 result.
-        Options as for `panorama_tokens`."""
+
+        left: an image [3, H, w] in [-1, 1] to continue to the right (outpainting; w a multiple of the token
+        width, see `eqgen.imageio.fit_image`). Its pixels are kept exactly: they replace the decoder's
+        reconstruction of its tokens, and the decoded continuation starts where those tokens end, its first
+        `blend` columns cross-faded from the image's last column (`join`). Options as for `panorama_tokens`."""
         _check_tiles(tile, overlap)  # before the tokens are generated, not after
-        tokens = self.panorama_tokens(cls, width, progress=progress, **options)
+        tokens = self.panorama_tokens(cls, width, left=left, progress=progress, **options)
         canvas = np.empty((self.height, width, 3), np.uint8)
         for x0, pixels in self.decode_tiles(tokens, tile, overlap, progress):
             canvas[:, x0:x0 + pixels.shape[1]] = pixels
+        if left is not None:
+            canvas[:, :left.shape[-1]] = to_uint8(left)
+            join(canvas, left.shape[-1], blend)
         return canvas
 
     @torch.no_grad()
@@ -161,24 +172,28 @@ class Pipeline:
                         cfg_schedule: str = "constant", progress: bool = False, **options) -> torch.Tensor:
         """The generator tokens [1, width/f, C] of a panorama.
 
-        left: an image [3,H,w] in [-1,1] to continue to the right (outpainting): it is encoded and its tokens
-        start the sequence. cfg_schedule defaults to constant: a linear ramp along a panorama would leave its
-        left part barely guided. Other options: cfg, steps, solver, rho, temperature."""
+        left: an image [3, H, w] in [-1, 1], w a multiple of the token width, to continue to the right: it is
+        encoded and its tokens start the sequence. cfg_schedule defaults to constant: a linear ramp along a
+        panorama would leave its left part barely guided. Other options: cfg, steps, solver, rho, temperature."""
         num_tokens = self.tokens_for_width(width)
         prefix = None
         if left is not None:
-            if left.ndim != 3 or left.shape[1] != self.height:
-                raise EqgenError(f"the left image must be [3, {self.height}, w], got {list(left.shape)}")
-            usable = left.shape[-1] // self.token_width * self.token_width
-            if usable // self.token_width < 2 or usable >= width:
-                raise EqgenError(f"the left image must be at least {2 * self.token_width} px wide and narrower "
-                                 f"than the panorama ({width} px)")
-            prefix = self.encode(left[None, :, :, :usable])
+            self._check_left(left, width)
+            prefix = self.encode(left[None])
         sampler = self.sampler([cls], num_tokens, seed=seed, cfg_schedule=cfg_schedule, **options)
         sampler.start(prefix)
         for _ in tqdm(range(sampler.length, num_tokens), disable=not progress, desc="tokens"):
             sampler.step()
         return sampler.tokens
+
+    def _check_left(self, left: torch.Tensor, width: int) -> None:
+        f = self.token_width
+        if left.ndim != 3 or left.shape[0] != 3 or left.shape[1] != self.height or left.shape[2] % f:
+            raise EqgenError(f"the left image must be [3, {self.height}, w] with w a multiple of {f} px, got "
+                             f"{list(left.shape)} (eqgen.imageio.fit_image fits any image)")
+        if left.shape[2] < 2 * f or left.shape[2] >= width:
+            raise EqgenError(f"the left image must be at least {2 * f} px wide and narrower than the panorama "
+                             f"({width} px), got {left.shape[2]} px")
 
     def decode_tiles(self, tokens: torch.Tensor, tile: int = 64, overlap: int = 8,
                      progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
@@ -247,6 +262,15 @@ def _check_tiles(tile: int, overlap: int) -> None:
     if overlap < 1 or tile < 2 * overlap + 2:
         raise EqgenError(f"decode tiles need overlap ≥ 1 and tile ≥ 2·overlap + 2 (got tile {tile}, "
                          f"overlap {overlap})")
+
+
+def join(canvas: np.ndarray, x: int, columns: int) -> np.ndarray:
+    """Cross-fade column x − 1 of a uint8 [H, W, 3] image into the `columns` columns from x on, in place: the
+    weight of the columns' own pixels rises linearly, 1/(columns+1) … columns/(columns+1)."""
+    n = min(columns, canvas.shape[1] - x)
+    own = (np.arange(1, n + 1) / (columns + 1))[None, :, None]
+    canvas[:, x:x + n] = ((1 - own) * canvas[:, x - 1:x] + own * canvas[:, x:x + n]).round().astype(np.uint8)
+    return canvas
 
 
 def _resolve(path: str | Path) -> Path:

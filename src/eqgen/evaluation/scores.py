@@ -14,14 +14,16 @@ import numpy as np
 import torch
 
 from ..data.landscapes import iterate_landscapes
-from .classifier import LandscapeClassifier
+from .classifier import SHIPPED, LandscapeClassifier
 from .inception import InceptionFeatures
 from .metrics import detail_ratio, fid_from_features, inception_score, precision_recall
 
 
-def _extractors(inception: str | Path | None, batch: int) -> tuple[LandscapeClassifier, dict]:
-    """The shipped landscape classifier, and feature extractors by name: landscape (and inception if given)."""
-    classifier = LandscapeClassifier.from_pretrained()
+def _extractors(inception: str | Path | None, batch: int,
+                classifier: str | Path | None = None) -> tuple[LandscapeClassifier, dict]:
+    """The landscape classifier (a directory from `eqgen eval train-classifier`; default: the shipped one), and
+    feature extractors by name: landscape (and inception if given)."""
+    classifier = LandscapeClassifier.from_pretrained(classifier or SHIPPED)
     extractors = {"landscape": lambda x: torch.cat([classifier.features(c) for c in x.split(batch)]).numpy()}
     if inception:
         extractors["inception"] = InceptionFeatures(inception)
@@ -36,10 +38,11 @@ def _compare(prefix: str, real: np.ndarray, fake: np.ndarray) -> dict[str, float
 
 @torch.no_grad()
 def landscape_scores(pipe, per_class: int = 16, seed: int = 0, batch: int = 32, inception: str | Path | None = None,
-                     **options) -> dict[str, float]:
+                     classifier: str | Path | None = None, **options) -> dict[str, float]:
     """Scores of `per_class` samples of every class; `reference_fid_real_vs_real` is the same FID between two
-    sets of renders of the same size: the floor that sampling noise alone gives."""
-    classifier, extractors = _extractors(inception, batch)
+    sets of renders of the same size: the floor that sampling noise alone gives. classifier: the landscape
+    classifier's directory (default: the shipped one)."""
+    classifier, extractors = _extractors(inception, batch, classifier)
     n = per_class * len(pipe.classes)
     width = pipe.generator.config.train_tokens * pipe.token_width
 
@@ -64,13 +67,13 @@ def landscape_scores(pipe, per_class: int = 16, seed: int = 0, batch: int = 32, 
 
 @torch.no_grad()
 def tokenizer_scores(tokenizer, n: int = 256, width_tokens: int = 16, seed: int = 0, batch: int = 32,
-                     inception: str | Path | None = None) -> dict[str, float]:
+                     inception: str | Path | None = None, classifier: str | Path | None = None) -> dict[str, float]:
     """Reconstruction quality on `n` fresh renders (classes drawn uniformly): PSNR, the detail ratio (1 = as sharp
     as the originals) and rFID (the FID between the reconstructions and the originals) on landscape features,
-    and on Inception features when given."""
+    and on Inception features when given. classifier: as for `landscape_scores`."""
     from ..tokenizer_training import psnr
 
-    _, extractors = _extractors(inception, batch)
+    _, extractors = _extractors(inception, batch, classifier)
     images = next(iterate_landscapes(n, tokenizer.config.height, width_tokens * tokenizer.token_width,
                                      seed=3 * 10**6 + seed))[0]
     recon = torch.cat([tokenizer.decode(tokenizer.encode(c)).clamp(-1, 1) for c in images.split(batch)])
@@ -81,13 +84,14 @@ def tokenizer_scores(tokenizer, n: int = 256, width_tokens: int = 16, seed: int 
 
 
 @torch.no_grad()
-def class_fids(pipe, per_class: int = 32, seed: int = 0, batch: int = 32, **options) -> dict[str, tuple[float, float]]:
+def class_fids(pipe, per_class: int = 32, seed: int = 0, batch: int = 32, classifier: str | Path | None = None,
+               **options) -> dict[str, tuple[float, float]]:
     """Landscape-FID of each class's samples against renders of that class, and the same FID between two sets
     of renders of the class (the floor that sampling noise gives): {class: (fid, floor)}."""
     from ..data.landscapes import render_batch
     from ..imageio import from_uint8
 
-    extract = _extractors(None, batch)[1]["landscape"]
+    extract = _extractors(None, batch, classifier)[1]["landscape"]
     width = pipe.generator.config.train_tokens * pipe.token_width
 
     def renders(cls: str, offset: int) -> np.ndarray:
