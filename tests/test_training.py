@@ -11,9 +11,9 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from eqgen.checkpoint import (atomic_write_bytes, load_model_dir, load_training_state, save_weights,
-                              weights_step)
+from eqgen.checkpoint import load_model_dir, load_training_state, save_weights, weights_step
 from eqgen.errors import EqgenError
+from eqgen.files import atomic_write_bytes
 from eqgen.generator import GeneratorConfig
 from eqgen.tokenizer import TokenizerConfig
 from eqgen.training import RunConfig, Task, clip_and_step, fit, resolve_precision, resumed_config, warmup_lr

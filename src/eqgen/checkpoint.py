@@ -1,22 +1,18 @@
-"""Model directories, atomic writes and training checkpoints.
+"""Model directories and training checkpoints.
 
 A model directory holds `config.json` and `model.safetensors` (the weights used for inference; EMA weights
 after training). A training run adds `training_state.pt`: everything needed to resume (raw and EMA weights,
 optimizer, RNG, data position, the run's settings), tensors and plain Python values only, so it loads with
 `torch.load(weights_only=True)`.
 
-Every file is written to a temporary name beside it and renamed into place, so a crash mid-write leaves the
-previous file. A checkpoint is several files: `commit_files` writes all of them before it renames any, and
-renames the training state last. `training_state.pt` is therefore the commit record: a directory without it
-holds no checkpoint, one with it holds a complete one. The exported weights carry their step in the
+Every file is written atomically (`files.py`). A checkpoint is several files: `commit_files` writes all of
+them before it renames any, and renames the training state last. `training_state.pt` is therefore the commit
+record: a directory without it holds no checkpoint, one with it holds a complete one. The exported weights carry their step in the
 safetensors metadata, so a resume sees when a kill fell between the renames and exports them again.
 """
 from __future__ import annotations
 
 import io
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,74 +20,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from .configs import from_dict, load_json, to_dict
+from .configs import from_dict, to_dict
 from .errors import EqgenError
+from .files import atomic_write_bytes, commit_files, json_bytes, load_json
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 TRAINING_STATE = "training_state.pt"
-TEMPORARY = ".tmp"   # the suffix of a file being written; one left behind is a writer's that was killed
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_temporary(path: Path, data: bytes) -> Path:
-    """`data` in a new, fsynced temporary file beside `path` (removed again if writing fails)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would hide the file from everyone else
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def commit_files(directory: str | Path, files: dict[str, bytes]) -> None:
-    """Write `files` (name -> contents) into `directory`: every one to a temporary file first, then all renamed
-    into place in order. A crash leaves each file old or new, and the last one new only if all are."""
-    directory = Path(directory)
-    temporaries = []
-    try:
-        for name, data in files.items():
-            target = directory / name
-            temporaries.append((_write_temporary(target, data), target))
-        for tmp, target in temporaries:
-            os.replace(tmp, target)
-    except OSError as err:   # name the file, not its temporary (a full disk names none)
-        raise OSError(err.errno, err.strerror, str(target)) from err
-    finally:
-        for tmp, _ in temporaries:
-            tmp.unlink(missing_ok=True)
-    if os.name == "posix":   # the renames themselves survive a power cut only once the directory is synced
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    commit_files(path.parent, {path.name: data})
-
-
-def remove_temporaries(directory: str | Path) -> None:
-    """Delete the temporary files that killed writers left in `directory`."""
-    for tmp in Path(directory).glob(f".*{TEMPORARY}"):
-        tmp.unlink(missing_ok=True)
-
-
-def config_bytes(values: dict[str, Any]) -> bytes:
-    return (json.dumps(values, indent=2, sort_keys=True) + "\n").encode()
 
 
 def non_finite(state_dict: dict[str, torch.Tensor]) -> str | None:
@@ -136,7 +71,7 @@ def save_model_dir(directory: str | Path, config: dict[str, Any], state_dict: di
     """Write `config.json` and the weights (`model.safetensors` by default) into `directory`."""
     directory = Path(directory)
     commit_files(directory, {weights: weights_bytes(state_dict, name=str(directory / weights)),
-                             CONFIG: config_bytes(config)})
+                             CONFIG: json_bytes(config)})
 
 
 def load_model_dir(directory: str | Path, weights: str = WEIGHTS) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -19,8 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import CONFIG, load_fitting, load_weights, save_weights
-from .configs import from_dict, load_json, save_json, to_dict
+from .configs import from_dict, to_dict
 from .errors import EqgenError
+from .files import load_json, save_json
 from .generator import EquivariantGenerator, GeneratorConfig
 from .imageio import to_uint8
 from .sampling import TokenSampler, generate_tokens

@@ -16,9 +16,10 @@ from typing import Any, Iterator
 import torch
 
 from .checkpoint import CONFIG
-from .configs import from_dict, from_preset, load_json, to_dict
+from .configs import from_dict, from_preset, to_dict
 from .data.sources import ImageSource
 from .errors import EqgenError
+from .files import load_json
 from .imageio import save_grid
 from .losses import TokenizerLoss, TokenizerLossConfig
 from .tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig

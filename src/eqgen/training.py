@@ -7,7 +7,7 @@ checkpoint to the same result as an uninterrupted one, because everything random
 step (the data) or saved in the checkpoint (the torch RNG state).
 
 Crash safety: a checkpoint is committed by renaming its training state into place after its exported weights
-and config.json (see `checkpoint.py`), so a kill at any moment leaves either the previous checkpoint or the
+and config.json (see `checkpoint.py` and `files.py`), so a kill at any moment leaves either the previous checkpoint or the
 new one, and a directory that never got one is free for a fresh start. On the next start `fit` deletes the
 temporary files a killed writer left, exports the weights again if a kill fell between a checkpoint's renames,
 and drops the metrics records (and a torn last line) beyond the checkpoint it continues from. A failed write
@@ -37,11 +37,11 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import (CONFIG, TRAINING_STATE, WEIGHTS, atomic_write_bytes, check_fits, commit_files,
-                         config_bytes, holds_checkpoint, load_training_state, non_finite, remove_temporaries,
-                         state_bytes, weights_bytes, weights_step)
-from .configs import from_dict, load_json, to_dict
+from .checkpoint import (CONFIG, TRAINING_STATE, WEIGHTS, check_fits, holds_checkpoint, load_training_state,
+                         non_finite, state_bytes, weights_bytes, weights_step)
+from .configs import from_dict, to_dict
 from .errors import EqgenError
+from .files import atomic_write_bytes, commit_files, json_bytes, load_json, remove_temporaries
 
 METRICS = "metrics.jsonl"
 
@@ -368,7 +368,7 @@ class _Checkpoints:
     def _export(self, step: int) -> dict[str, bytes]:
         weights = weights_bytes(self.ema.shadow.state_dict(), {"step": str(step)}, self.task.weights_name)
         config = _keeping_rng(self.task.export_config, self.ema.shadow)
-        return {self.task.weights_name: weights, CONFIG: config_bytes(config)}
+        return {self.task.weights_name: weights, CONFIG: json_bytes(config)}
 
 
 def _restore(checkpoints: _Checkpoints, state: Any) -> int:

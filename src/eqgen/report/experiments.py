@@ -18,7 +18,6 @@ Results are written as they come: a rerun skips finished experiments and resumes
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import CONFIG, atomic_write_bytes, load_training_state
+from ..checkpoint import CONFIG, load_training_state
 from ..configs import from_preset
 from ..errors import EqgenError
+from ..files import load_json, save_json
 from ..evaluation.costs import attention_gflops, generator_costs
 from ..evaluation.long_images import drift_table, ground_truth, offset_stats
 from ..evaluation.positions import held_out_tokens, position_losses
@@ -88,7 +88,7 @@ class Results:
 
     def __init__(self, path: Path):
         self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {}
+        self.data = load_json(path) if path.exists() else {}
 
     def __contains__(self, key: str) -> bool:
         return key in self.data
@@ -98,7 +98,7 @@ class Results:
 
     def __setitem__(self, key: str, value) -> None:
         self.data[key] = value
-        atomic_write_bytes(self.path, json.dumps(self.data, indent=1).encode())
+        save_json(self.path, self.data, sort_keys=False)   # in the order the experiments ran
 
 
 def _tokenizers(cfg: ReportConfig, out: Path, results: Results) -> dict[str, Path]:
