@@ -63,10 +63,11 @@ def test_landscape_scores_of_the_built_in_model(pipe):
 
 def test_the_default_solver_beats_the_papers_100_euler_steps_on_the_shipped_model(pipe):
     from eqgen.evaluation.solvers import solver_errors
-    from eqgen.pipeline import DEFAULTS
+    from eqgen.sampling import SamplingOptions
 
-    paper, ours = solver_errors(pipe, [("euler", 100, 1.0), (DEFAULTS["solver"], DEFAULTS["steps"], DEFAULTS["rho"])],
-                                cfg=DEFAULTS["cfg"], per_class=1, tokens=8)
+    default = SamplingOptions()
+    paper, ours = solver_errors(pipe, [("euler", 100, 1.0), (default.solver, default.steps, default.rho)],
+                                cfg=default.cfg, per_class=1, tokens=8)
     assert ours["evaluations"] <= 25 < paper["evaluations"]
     assert ours["error"] <= paper["error"]
 

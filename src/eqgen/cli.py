@@ -16,6 +16,8 @@ from pathlib import Path
 from .cli_types import (Parser, at_least_two, device, integer, nonnegative_float, nonnegative_int, output_dir, output_file,
                         pixel_column, png_file, positions, positive_float, positive_int, seed, unit_interval)
 from .errors import EqgenError
+from .flow import CFG_SCHEDULES, SOLVERS
+from .sampling import PANORAMA, SamplingOptions
 from .training import PRECISIONS
 
 
@@ -230,44 +232,41 @@ def _data_inspect(args: argparse.Namespace) -> None:
     index.require_images()
 
 
-def _generation_flags(parser: argparse.ArgumentParser, cfg_schedule: str, output: bool = True) -> None:
+def _generation_flags(parser: argparse.ArgumentParser, defaults: SamplingOptions, output: bool = True) -> None:
     parser.add_argument("--model", default="builtin", help="a pipeline directory or Hub id (default: the built-in model)")
-    parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--cfg", type=nonnegative_float, default=3.0,
-                        help="classifier-free guidance scale (default: 3.0; 1 = none)")
-    parser.add_argument("--cfg-schedule", default=cfg_schedule, choices=["linear", "constant"],
-                        help=f"guidance along the sequence (default: {cfg_schedule})")
-    _solver_flags(parser)
-    parser.add_argument("--temperature", type=nonnegative_float, default=1.0, help="start-noise scale (default: 1.0)")
+    _sampling_flags(parser, defaults)
+    parser.add_argument("--cfg-schedule", default=defaults.cfg_schedule, choices=list(CFG_SCHEDULES),
+                        help=f"guidance along the sequence (default: {defaults.cfg_schedule})")
+    parser.add_argument("--temperature", type=nonnegative_float, default=defaults.temperature,
+                        help=f"start-noise scale (default: {defaults.temperature})")
     parser.add_argument("--device", type=device, default="cpu", help="cpu or cuda (default: cpu)")
     if output:
         parser.add_argument("-o", "--output", required=True, type=png_file, help="PNG file to write")
 
 
-def _solver_flags(parser: argparse.ArgumentParser) -> None:
-    from .flow import SOLVERS
-    from .pipeline import DEFAULTS
-
-    parser.add_argument("--steps", type=positive_int, default=DEFAULTS["steps"],
-                        help=f"ODE steps per token (default: {DEFAULTS['steps']}; the paper: 100 Euler steps)")
-    parser.add_argument("--solver", default=DEFAULTS["solver"], choices=list(SOLVERS),
-                        help=f"ODE solver (default: {DEFAULTS['solver']})")
-    parser.add_argument("--rho", type=positive_float, default=DEFAULTS["rho"],
-                        help=f"time grid (k/steps)^rho; 1 = uniform, as officially (default: {DEFAULTS['rho']})")
-
-
-def _solver_options(args: argparse.Namespace) -> dict:
-    return dict(steps=args.steps, solver=args.solver, rho=args.rho)
+def _sampling_flags(parser: argparse.ArgumentParser, defaults: SamplingOptions) -> None:
+    """--seed, --cfg and the ODE solver's flags, with their defaults from `defaults`, which `_sampling` completes."""
+    parser.set_defaults(sampling=defaults)
+    parser.add_argument("--seed", type=seed, default=defaults.seed)
+    parser.add_argument("--cfg", type=nonnegative_float, default=defaults.cfg,
+                        help=f"classifier-free guidance scale (default: {defaults.cfg}; 1 = none)")
+    parser.add_argument("--steps", type=positive_int, default=defaults.steps,
+                        help=f"ODE steps per token (default: {defaults.steps}; the paper: 100 Euler steps)")
+    parser.add_argument("--solver", default=defaults.solver, choices=list(SOLVERS),
+                        help=f"ODE solver (default: {defaults.solver})")
+    parser.add_argument("--rho", type=positive_float, default=defaults.rho,
+                        help=f"time grid (k/steps)^rho; 1 = uniform, as officially (default: {defaults.rho})")
 
 
-def _options(args: argparse.Namespace) -> dict:
-    return dict(seed=args.seed, cfg=args.cfg, cfg_schedule=args.cfg_schedule, temperature=args.temperature,
-                **_solver_options(args))
+def _sampling(args: argparse.Namespace) -> SamplingOptions:
+    """The sampling options the command's flags give; its defaults for the fields it has no flag for."""
+    names = {f.name for f in dataclasses.fields(SamplingOptions)}
+    return args.sampling.replace(**{name: value for name, value in vars(args).items() if name in names})
 
 
 def _add_sample(commands) -> None:
     p = commands.add_parser("sample", help="a grid of class-conditional samples")
-    _generation_flags(p, "linear")
+    _generation_flags(p, SamplingOptions())
     p.add_argument("--class", dest="classes", help="comma-separated class names (default: every class)")
     p.add_argument("-n", "--per-class", type=positive_int, default=8, help="images per class (default: 8)")
     p.add_argument("--width", type=positive_int, help="image width in pixels (default: the training width)")
@@ -284,13 +283,13 @@ def _sample(args: argparse.Namespace) -> None:
     classes = [c.strip() for c in args.classes.split(",")] if args.classes is not None else pipe.classes
     num_tokens = pipe.tokens_for_width(args.width) if args.width else None
     pipe.labels(classes)  # unknown names fail before any work
-    rows = [pipe.generate([c] * args.per_class, num_tokens, progress=True, **_options(args)) for c in classes]
+    rows = [pipe.generate([c] * args.per_class, num_tokens, options=_sampling(args), progress=True) for c in classes]
     print(save_grid(torch.cat(rows), args.output, nrow=args.per_class))
 
 
 def _add_panorama(commands) -> None:
     p = commands.add_parser("panorama", help="one very wide image, any width, bounded memory")
-    _generation_flags(p, "constant")
+    _generation_flags(p, PANORAMA)
     p.add_argument("--class", dest="cls", required=True, help="the class to generate")
     p.add_argument("--width", type=positive_int, default=2048, help="width in pixels (default: 2048)")
     p.add_argument("--left", help="an image to continue to the right (outpainting)")
@@ -307,13 +306,13 @@ def _panorama(args: argparse.Namespace) -> None:
     pipe = Pipeline.from_pretrained(args.model, device=args.device)
     pipe.labels(args.cls)
     left = load_image(args.left, pipe.height) if args.left else None
-    pixels = pipe.panorama(args.cls, args.width, left=left, tile=args.tile, overlap=args.overlap, **_options(args))
+    pixels = pipe.panorama(args.cls, args.width, left=left, tile=args.tile, overlap=args.overlap, options=_sampling(args))
     print(save_png(pixels, args.output))
 
 
 def _add_app(commands) -> None:
     p = commands.add_parser("app", help="the interactive web page: grow an image column by column")
-    _generation_flags(p, "constant", output=False)  # seed, cfg, temperature: the page's defaults
+    _generation_flags(p, PANORAMA, output=False)  # seed, cfg, temperature: the page's defaults
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=integer(0, 65535, "a port from 0 to 65535"), default=7860,
                    help="port (default: 7860; 0 = any free port)")
@@ -327,7 +326,7 @@ def _app(args: argparse.Namespace) -> None:
     from .pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model, device=args.device)
-    server = serve(pipe, args.host, args.port, max_width=args.max_width, **_options(args))
+    server = serve(pipe, args.host, args.port, max_width=args.max_width, options=_sampling(args))
     print(f"eqgen app on {server.url}  (Ctrl-C to stop)", flush=True)
     try:
         server.run()
@@ -387,9 +386,7 @@ def _add_eval(commands) -> None:
     p.add_argument("--class", dest="cls", required=True)
     p.add_argument("--multiple", type=positive_int, default=32, help="panorama width in training widths (default: 32)")
     p.add_argument("-n", "--images", type=positive_int, default=4, help="panoramas to generate (default: 4)")
-    _solver_flags(p)
-    p.add_argument("--cfg", type=nonnegative_float, default=3.0)
-    p.add_argument("--seed", type=seed, default=0)
+    _sampling_flags(p, PANORAMA)
     p.add_argument("--every", type=positive_int, default=4, help="print every k-th offset window (default: 4)")
     p.set_defaults(run=_eval_long)
     q = kinds.add_parser("samples", help="landscape-FID, IS-style score, precision/recall, class accuracy",
@@ -397,9 +394,7 @@ def _add_eval(commands) -> None:
                                      "own landscape classifier as the feature extractor (not Inception-FID).")
     q.add_argument("--model", default="builtin")
     q.add_argument("-n", "--per-class", type=at_least_two, default=16)
-    _solver_flags(q)
-    q.add_argument("--cfg", type=nonnegative_float, default=3.0)
-    q.add_argument("--seed", type=seed, default=0)
+    _sampling_flags(q, SamplingOptions())
     q.add_argument("--inception", help="also Inception-FID: the TorchScript inception-2015-12-05.pt (a local file)")
     q.add_argument("--per-class-fid", action="store_true", help="also the landscape-FID of every class on its own")
     q.set_defaults(run=_eval_samples)
@@ -438,8 +433,9 @@ def _eval_long(args: argparse.Namespace) -> None:
     window = pipe.generator.config.train_tokens * pipe.token_width
     width = window * args.multiple
     truth = ground_truth(cls, max(args.images, 8), width, pipe.height)  # before the panoramas: fails fast
-    panoramas = np.stack([pipe.panorama(cls, width, seed=args.seed + i, cfg=args.cfg, progress=False,
-                                        **_solver_options(args)) for i in range(args.images)])
+    options = _sampling(args)
+    panoramas = np.stack([pipe.panorama(cls, width, progress=False, options=options, seed=options.seed + i)
+                          for i in range(args.images)])
     rows = drift_table(offset_stats(panoramas, window), offset_stats(truth, window))
     print(f"{'offset px':>9} {'colour z':>9} {'texture':>8} {'seams':>6}")
     for row in rows[:: args.every] + ([rows[-1]] if (len(rows) - 1) % args.every else []):
@@ -453,15 +449,13 @@ def _eval_samples(args: argparse.Namespace) -> None:
     from .pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model)
-    scores = landscape_scores(pipe, args.per_class, args.seed, cfg=args.cfg, inception=args.inception,
-                              **_solver_options(args))
+    scores = landscape_scores(pipe, args.per_class, options=_sampling(args), inception=args.inception)
     _print_scores(scores)
     if args.per_class_fid:
         from .evaluation.scores import class_fids
 
         print(f"\n{'class':<10} {'landscape-FID':>14} {'real vs real':>13}")
-        for cls, (fid, floor) in class_fids(pipe, args.per_class, args.seed, cfg=args.cfg,
-                                            **_solver_options(args)).items():
+        for cls, (fid, floor) in class_fids(pipe, args.per_class, options=_sampling(args)).items():
             print(f"{cls:<10} {fid:14.2f} {floor:13.2f}")
 
 

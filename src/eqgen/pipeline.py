@@ -24,14 +24,11 @@ from .errors import EqgenError
 from .files import load_json, save_json
 from .generator import EquivariantGenerator, GeneratorConfig
 from .imageio import to_uint8
-from .sampling import TokenSampler, generate_tokens
+from .sampling import PANORAMA, SamplingOptions, TokenSampler, generate_tokens
 from .tokenizer import ColumnTokenizer, TokenizerConfig
 from .training import resolve_device
 
 BUILTIN = Path(__file__).parent / "assets" / "builtin"
-# Heun on a grid denser near the data (rho 1.5): 10 steps = 19 head evaluations per token, closer to the exact
-# ODE solution than the paper's 100 Euler steps (benchmarks/bench_solvers.py).
-DEFAULTS = dict(cfg=3.0, steps=10, solver="heun", rho=1.5, temperature=1.0)
 
 
 class Pipeline:
@@ -125,45 +122,47 @@ class Pipeline:
         head.velocity = torch.compile(head.velocity, dynamic=False)
         return self
 
-    def sampler(self, classes, num_tokens: int, *, seed: int = 0, **options) -> TokenSampler:
-        """A `TokenSampler` for interactive work: step, roll back, continue (see eqgen.sampling)."""
-        return TokenSampler(self.generator, self.labels(classes), num_tokens,
-                            generator=torch.Generator().manual_seed(seed), **{**DEFAULTS, **options})
+    def sampler(self, classes, num_tokens: int, options: SamplingOptions = SamplingOptions(),
+                **changes) -> TokenSampler:
+        """A `TokenSampler` for interactive work: step, roll back, continue (see eqgen.sampling). `options`
+        (eqgen's defaults) or keywords changing single fields: seed, cfg, cfg_schedule, temperature, steps,
+        solver, rho."""
+        return TokenSampler(self.generator, self.labels(classes), num_tokens, options.replace(**changes))
 
     # -- generation ---------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, classes, num_tokens: int | None = None, *, seed: int = 0, cfg_schedule: str = "linear",
-                 progress: bool = False, **options) -> torch.Tensor:
+    def generate(self, classes, num_tokens: int | None = None, *, options: SamplingOptions = SamplingOptions(),
+                 progress: bool = False, **changes) -> torch.Tensor:
         """One image per entry of `classes`: [B,3,H,num_tokens·f] in [-1, 1] (default: the training length).
-        Options: cfg, steps, solver, rho, temperature (defaults in `DEFAULTS`)."""
+        `options` (eqgen's defaults), or keywords changing single fields: `generate(labels, seed=1, cfg=2)`."""
         num_tokens = num_tokens or self.generator.config.train_tokens
-        tokens = generate_tokens(self.generator, self.labels(classes), num_tokens, cfg_schedule=cfg_schedule,
-                                 generator=torch.Generator().manual_seed(seed), progress=progress,
-                                 **{**DEFAULTS, **options})
+        tokens = generate_tokens(self.generator, self.labels(classes), num_tokens, options.replace(**changes),
+                                 progress=progress)
         return self.decode(tokens)
 
     @torch.no_grad()
-    def panorama(self, cls: str | int, width: int, *, tile: int = 64, overlap: int = 8, progress: bool = True,
-                 **options) -> np.ndarray:
+    def panorama(self, cls: str | int, width: int, *, left: torch.Tensor | None = None, tile: int = 64,
+                 overlap: int = 8, progress: bool = True, options: SamplingOptions = PANORAMA,
+                 **changes) -> np.ndarray:
         """One very wide image, uint8 [H, width, 3]: tokens generated one by one with the windowed cache,
         then decoded in overlapping tiles, so memory does not grow with the width beyond the uint8 result.
-        Options as for `panorama_tokens`."""
+        left, options and keyword changes as for `panorama_tokens`."""
         _check_tiles(tile, overlap)  # before the tokens are generated, not after
-        tokens = self.panorama_tokens(cls, width, progress=progress, **options)
+        tokens = self.panorama_tokens(cls, width, left=left, progress=progress, options=options.replace(**changes))
         canvas = np.empty((self.height, width, 3), np.uint8)
         for x0, pixels in self.decode_tiles(tokens, tile, overlap, progress):
             canvas[:, x0:x0 + pixels.shape[1]] = pixels
         return canvas
 
     @torch.no_grad()
-    def panorama_tokens(self, cls: str | int, width: int, *, seed: int = 0, left: torch.Tensor | None = None,
-                        cfg_schedule: str = "constant", progress: bool = False, **options) -> torch.Tensor:
+    def panorama_tokens(self, cls: str | int, width: int, *, left: torch.Tensor | None = None, progress: bool = False,
+                        options: SamplingOptions = PANORAMA, **changes) -> torch.Tensor:
         """The generator tokens [1, width/f, C] of a panorama.
 
         left: an image [3,H,w] in [-1,1] to continue to the right (outpainting): it is encoded and its tokens
-        start the sequence. cfg_schedule defaults to constant: a linear ramp along a panorama would leave its
-        left part barely guided. Other options: cfg, steps, solver, rho, temperature."""
+        start the sequence. `options` default to `sampling.PANORAMA` (constant guidance); keywords change
+        single fields."""
         num_tokens = self.tokens_for_width(width)
         prefix = None
         if left is not None:
@@ -174,7 +173,7 @@ class Pipeline:
                 raise EqgenError(f"the left image must be at least {2 * self.token_width} px wide and narrower "
                                  f"than the panorama ({width} px)")
             prefix = self.encode(left[None, :, :, :usable])
-        sampler = self.sampler([cls], num_tokens, seed=seed, cfg_schedule=cfg_schedule, **options)
+        sampler = self.sampler([cls], num_tokens, options.replace(**changes))
         sampler.start(prefix)
         for _ in tqdm(range(sampler.length, num_tokens), disable=not progress, desc="tokens"):
             sampler.step()
