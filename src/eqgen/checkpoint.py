@@ -7,8 +7,9 @@ optimizer, RNG, data position, the run's settings), tensors and plain Python val
 
 Every file is written atomically (`files.py`). A checkpoint is several files: `commit_files` writes all of
 them before it renames any, and renames the training state last. `training_state.pt` is therefore the commit
-record: a directory without it holds no checkpoint, one with it holds a complete one. The exported weights carry their step in the
-safetensors metadata, so a resume sees when a kill fell between the renames and exports them again.
+record: a directory without it holds no checkpoint, one with it holds a complete one. The exported weights
+carry their step in the safetensors metadata, so a resume sees when a kill fell between the renames and
+exports them again.
 """
 from __future__ import annotations
 
@@ -101,9 +102,17 @@ def load_training_state(directory: str | Path, map_location: str | torch.device 
         raise EqgenError(f"{path} is not a readable training state ({type(err).__name__}: {err})") from None
 
 
+def upgraded(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` under the module's names: a module whose parameter names changed has an `upgrade_state_dict`
+    that renames the ones of weights written before."""
+    upgrade = getattr(module, "upgrade_state_dict", None)
+    return state if upgrade is None else upgrade(state)
+
+
 def check_fits(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
-               verdict: str = "does not fit this model") -> None:
-    """Refuse, in one line, a state dict whose keys or shapes do not fit the module."""
+               verdict: str = "does not fit this model") -> dict[str, torch.Tensor]:
+    """`upgraded(module, state)`, refused in one line unless its keys and shapes fit the module."""
+    state = upgraded(module, state)
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -113,12 +122,13 @@ def check_fits(module: torch.nn.Module, state: dict[str, torch.Tensor], source: 
                 for name, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
     if problems:
         raise EqgenError(f"{source} {verdict} ({'; '.join(problems)})")
+    return state
 
 
 def load_fitting(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
                  verdict: str = "does not fit this model") -> None:
     """Load a state dict that must fit exactly, in the module's own dtypes (shipped weights may be float16)."""
-    check_fits(module, state, source, verdict)
+    state = check_fits(module, state, source, verdict)
     dtypes = {k: v.dtype for k, v in module.state_dict().items()}
     module.load_state_dict({k: v.to(dtypes[k]) for k, v in state.items()})
 

@@ -117,9 +117,10 @@ def _add_train(commands) -> None:
 
 def _train_tokenizer(args: argparse.Namespace) -> None:
     from .configs import from_preset
-    from .tokenizer_training import TRAIN_PRESETS, TokenizerTrainConfig, train_tokenizer
+    from .tokenizer_training import TOKENIZER_TRAIN_PRESETS, TokenizerTrainConfig, train_tokenizer
 
-    train = from_preset(TokenizerTrainConfig, TRAIN_PRESETS, args.preset if args.preset in TRAIN_PRESETS else "paper")
+    presets = TOKENIZER_TRAIN_PRESETS
+    train = from_preset(TokenizerTrainConfig, presets, args.preset if args.preset in presets else "paper")
     for flag, field in (("lr", "lr"), ("warmup", "warmup_steps"), ("width", "image_width"), ("betas", "betas"),
                         ("decay_every", "decay_every")):
         if getattr(args, flag) is not None:
@@ -135,9 +136,9 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
 
 def _train_generator(args: argparse.Namespace) -> None:
     from .configs import from_dict
-    from .generator_training import TRAIN_PRESETS, GeneratorTrainConfig, train_generator
+    from .generator_training import GENERATOR_TRAIN_PRESETS, GeneratorTrainConfig, train_generator
 
-    train = from_dict(GeneratorTrainConfig, {**TRAIN_PRESETS.get(args.preset, {}), "crops": args.crops,
+    train = from_dict(GeneratorTrainConfig, {**GENERATOR_TRAIN_PRESETS.get(args.preset, {}), "crops": args.crops,
                                              "train_positions": args.train_positions,
                                              "init_from": args.init_from})
     for flag, field in (("lr", "lr"), ("warmup", "warmup_steps"), ("seq_len", "seq_len")):
@@ -306,7 +307,8 @@ def _panorama(args: argparse.Namespace) -> None:
     pipe = Pipeline.from_pretrained(args.model, device=args.device)
     pipe.labels(args.cls)
     left = load_image(args.left, pipe.height) if args.left else None
-    pixels = pipe.panorama(args.cls, args.width, left=left, tile=args.tile, overlap=args.overlap, options=_sampling(args))
+    pixels = pipe.panorama(args.cls, args.width, left=left, tile=args.tile, overlap=args.overlap,
+                           options=_sampling(args))
     print(save_png(pixels, args.output))
 
 

@@ -48,7 +48,7 @@ class GeneratorTrainConfig:
 
 # Training recipes by preset name (the model shapes live in GENERATOR_PRESETS). The paper's recipe is the
 # default; the demo one is for a 45-minute CPU run, where a higher learning rate pays off.
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+GENERATOR_TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "demo": dict(lr=8e-3, warmup_steps=200, seq_len=32),
     "tiny": dict(lr=4e-2, warmup_steps=5, seq_len=8),
 }

@@ -53,7 +53,7 @@ class TokenizerTrainConfig:
             raise EqgenError("decoder-only training fine-tunes a trained tokenizer: give init_from (its directory)")
 
 
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+TOKENIZER_TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # The built-in landscapes on a CPU: no pretrained backbones, so pixel L1 + regulariser + PatchGAN.
     # β=(0.9, 0.99) instead of the official (0.5, 0.9), made for the GAN phase: with L1 alone, 600 steps of
@@ -173,7 +173,8 @@ def train_tokenizer(data: str, out: str | Path, run: RunConfig, preset: str = "d
     `overrides` are TokenizerConfig fields (None = not given)."""
     out = Path(out)
     given = {k: v for k, v in overrides.items() if v is not None}
-    train = train or from_preset(TokenizerTrainConfig, TRAIN_PRESETS, preset if preset in TRAIN_PRESETS else "paper")
+    presets = TOKENIZER_TRAIN_PRESETS
+    train = train or from_preset(TokenizerTrainConfig, presets, preset if preset in presets else "paper")
     if train.init_from:
         config = from_dict(TokenizerConfig, {**load_json(Path(train.init_from) / CONFIG), **given})
     else:

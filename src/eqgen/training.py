@@ -7,7 +7,7 @@ checkpoint to the same result as an uninterrupted one, because everything random
 step (the data) or saved in the checkpoint (the torch RNG state).
 
 Crash safety: a checkpoint is committed by renaming its training state into place after its exported weights
-and config.json (see `checkpoint.py` and `files.py`), so a kill at any moment leaves either the previous checkpoint or the
+and config.json (see `checkpoint.py`), so a kill at any moment leaves either the previous checkpoint or the
 new one, and a directory that never got one is free for a fresh start. On the next start `fit` deletes the
 temporary files a killed writer left, exports the weights again if a kill fell between a checkpoint's renames,
 and drops the metrics records (and a torn last line) beyond the checkpoint it continues from. A failed write
@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import (CONFIG, TRAINING_STATE, WEIGHTS, check_fits, holds_checkpoint, load_training_state,
-                         non_finite, state_bytes, weights_bytes, weights_step)
+                         non_finite, state_bytes, upgraded, weights_bytes, weights_step)
 from .configs import from_dict, to_dict
 from .errors import EqgenError
 from .files import atomic_write_bytes, commit_files, json_bytes, load_json, remove_temporaries
@@ -387,8 +387,8 @@ def _restore(checkpoints: _Checkpoints, state: Any) -> int:
     bases = {name: (list(s.base_lrs), list(s.lr_lambdas)) for name, s in checkpoints.schedulers.items()}
     try:
         for name, module in task.modules().items():
-            module.load_state_dict(state["modules"][name])
-        checkpoints.ema.shadow.load_state_dict(state["ema"])
+            module.load_state_dict(upgraded(module, state["modules"][name]))
+        checkpoints.ema.shadow.load_state_dict(upgraded(task.model, state["ema"]))
         for name, opt in checkpoints.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         for name, sched in checkpoints.schedulers.items():

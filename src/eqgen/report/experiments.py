@@ -33,11 +33,9 @@ from ..evaluation.costs import attention_gflops, generator_costs
 from ..evaluation.long_images import drift_table, ground_truth, offset_stats
 from ..evaluation.positions import held_out_tokens, position_losses
 from ..evaluation.scores import landscape_scores, tokenizer_scores
-from ..generator_training import TRAIN_PRESETS as GENERATOR_TRAIN
-from ..generator_training import GeneratorTrainConfig, train_generator
+from ..generator_training import GENERATOR_TRAIN_PRESETS, GeneratorTrainConfig, train_generator
 from ..pipeline import Pipeline
-from ..tokenizer_training import TRAIN_PRESETS as TOKENIZER_TRAIN
-from ..tokenizer_training import TokenizerTrainConfig, train_tokenizer
+from ..tokenizer_training import TOKENIZER_TRAIN_PRESETS, TokenizerTrainConfig, train_tokenizer
 from ..training import RunConfig
 
 TOKENS = 16                       # tokens per image: 64×128 px, as the paper's 16 tokens of a 256² image
@@ -111,7 +109,7 @@ def _tokenizers(cfg: ReportConfig, out: Path, results: Results) -> dict[str, Pat
         dirs[layout] = directory = out / "tokenizers" / layout
         if f"tokenizer {layout}" in results:
             continue
-        train = from_preset(TokenizerTrainConfig, TOKENIZER_TRAIN, "demo", init_from=str(base), warmup_steps=20)
+        train = from_preset(TokenizerTrainConfig, TOKENIZER_TRAIN_PRESETS, "demo", init_from=str(base), warmup_steps=20)
         train.losses.adversarial_start = 10**9
         run = RunConfig(steps=cfg.tokenizer_steps, batch_size=16, seed=cfg.seed, ema_decay=0.99,
                         save_every=cfg.tokenizer_steps, log_every=50)
@@ -126,7 +124,8 @@ def _tokenizers(cfg: ReportConfig, out: Path, results: Results) -> dict[str, Pat
 def _train(cfg: ReportConfig, out: Path, tokenizer: Path, cache: Path, options: dict, steps: int) -> Path:
     options = dict(options)
     model = {k: options.pop(k) for k in ("window", "rope_shift") if k in options}
-    train = from_preset(GeneratorTrainConfig, GENERATOR_TRAIN, "demo", **{"crops": "edge", "seq_len": TOKENS, **options})
+    train = from_preset(GeneratorTrainConfig, GENERATOR_TRAIN_PRESETS, "demo",
+                        **{"crops": "edge", "seq_len": TOKENS, **options})
     run = RunConfig(steps=steps, batch_size=cfg.batch, seed=cfg.seed, ema_decay=0.99, save_every=steps,
                     log_every=50)
     resume = (out / "training_state.pt").exists()
