@@ -142,3 +142,16 @@ def test_optimizer_flags_from_the_command_line(tmp_path):
     last = [m for m in metrics(tmp_path / "run") if "lr_model" in m][-1]
     assert last["lr_model"] == pytest.approx(2e-3 * 0.2)   # the preset's rate, ×0.2 two steps after the warm-up
     assert main(args[:-2] + ["--betas", "0.5", "1.0", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_fine_tuning_may_start_from_the_tokenizer_of_a_model_directory(tmp_path):
+    """--init-from takes a model directory too (here the shipped one, which has no sub-folders)."""
+    from eqgen import Pipeline
+
+    train = from_preset(TokenizerTrainConfig, TOKENIZER_TRAIN_PRESETS, "tiny", decoder_only=True, init_from="builtin")
+    run = RunConfig(steps=1, batch_size=2, log_every=1, save_every=1, device="cpu")
+    tuned = train_tokenizer("landscapes", tmp_path / "t", run, train=train)
+    shipped = Pipeline.from_pretrained().tokenizer
+    assert tuned.config == shipped.config
+    assert all(torch.equal(a, b) for a, b in zip(tuned.encoder.state_dict().values(),
+                                                  shipped.encoder.state_dict().values()))

@@ -67,19 +67,19 @@ def weights_step(path: Path) -> int | None:
         return None
 
 
-def save_model_dir(directory: str | Path, config: dict[str, Any], state_dict: dict[str, torch.Tensor],
-                   weights: str = WEIGHTS) -> None:
-    """Write `config.json` and the weights (`model.safetensors` by default) into `directory`."""
-    directory = Path(directory)
-    commit_files(directory, {weights: weights_bytes(state_dict, name=str(directory / weights)),
-                             CONFIG: json_bytes(config)})
+def model_files(config: dict[str, Any], state_dict: dict[str, torch.Tensor], folder: str = "",
+                dtype: torch.dtype | None = None) -> dict[str, bytes]:
+    """The files of a model directory, by name inside its parent when `folder` is given ("generator/
+    model.safetensors"): the weights (cast to `dtype` if given) and config.json, which is renamed last."""
+    prefix = f"{folder}/" if folder else ""
+    if dtype is not None:
+        state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
+    return {prefix + WEIGHTS: weights_bytes(state_dict, name=prefix + WEIGHTS), prefix + CONFIG: json_bytes(config)}
 
 
-def load_model_dir(directory: str | Path, weights: str = WEIGHTS) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise EqgenError(f"model directory {directory} not found")
-    return load_json(directory / CONFIG), load_weights(directory / weights)
+def save_model_dir(directory: str | Path, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> None:
+    """Write `config.json` and `model.safetensors` into `directory`."""
+    commit_files(directory, model_files(config, state_dict))
 
 
 def holds_checkpoint(directory: str | Path) -> bool:
@@ -139,12 +139,28 @@ class Pretrained:
 
     config_class: type
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        save_model_dir(directory, to_dict(self.config), self.state_dict())
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Write the model directory; dtype=torch.float16 halves its size."""
+        commit_files(directory, model_files(to_dict(self.config), self.state_dict(), dtype=dtype))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path):
-        config, weights = load_model_dir(directory)
-        model = cls(from_dict(cls.config_class, config))
-        load_fitting(model, weights, str(directory), "does not hold weights for its config.json")
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise EqgenError(f"model directory {directory} not found")
+        file = directory / CONFIG
+        config = from_dict(cls.config_class, load_json(file))
+        return cls.from_weights(config, directory / WEIGHTS, f"{file}: ", "does not hold weights for its config.json")
+
+    @classmethod
+    def from_weights(cls, config, weights: Path, source: str, verdict: str):
+        """The model of `config` with the weights in the file `weights`, in eval mode. What the model refuses
+        in its config is reported after `source` ("path/config.json: "), weights that do not fit with `verdict`."""
+        try:
+            model = cls(config)
+        except EqgenError as err:
+            raise EqgenError(f"{source}{err}") from None
+        except (RuntimeError, ValueError) as err:  # sizes torch cannot build (a negative width)
+            raise EqgenError(f"{source}these sizes do not make a model ({str(err).splitlines()[0]})") from None
+        load_fitting(model, load_weights(weights), str(weights), verdict)
         return model.eval()

@@ -86,7 +86,8 @@ def _add_train(commands) -> None:
     tok.add_argument("--adversarial-start", type=nonnegative_int, help="step at which the PatchGAN loss starts")
     tok.add_argument("--decoder-only", action="store_true", help="second stage: fine-tune the decoder only "
                                                                  "(with --init-from)")
-    tok.add_argument("--init-from", help="a trained tokenizer directory to start from")
+    tok.add_argument("--init-from", help="a trained tokenizer directory to start from, or a model directory (or "
+                                          "'builtin') whose tokenizer to start from")
     tok.add_argument("--noise-std", type=nonnegative_float,
                      help="largest std of the noise posterior (default: the preset's)")
     tok.add_argument("--grid-rows", type=positive_int, help="tokens on a 2-D grid of this many rows, raster order "
@@ -98,7 +99,8 @@ def _add_train(commands) -> None:
                                         "model directory for --model. Multi-GPU: torchrun --nproc_per_node N "
                                         "$(which eqgen) train generator ...")
     _training_flags(gen, "demo")
-    gen.add_argument("--tokenizer", required=True, help="a trained tokenizer directory (eqgen train tokenizer --out)")
+    gen.add_argument("--tokenizer", required=True, help="a trained tokenizer directory (eqgen train tokenizer --out), "
+                                                        "or a model directory whose tokenizer to use")
     gen.add_argument("--cache", type=output_dir, help="token cache directory (default: OUT/token_cache)")
     gen.add_argument("--cache-images", type=positive_int, default=20000,
                      help="images to encode into the cache (default: 20000)")
@@ -479,11 +481,9 @@ def _eval_tokenizer(args: argparse.Namespace) -> None:
     from .data.landscapes import CLASSES, render_batch
     from .evaluation.scores import tokenizer_scores
     from .imageio import from_uint8, save_grid
-    from .pipeline import Pipeline
-    from .tokenizer import ColumnTokenizer
+    from .pipeline import load_tokenizer
 
-    tokenizer = (ColumnTokenizer.from_pretrained(args.tokenizer) if args.tokenizer
-                 else Pipeline.from_pretrained(args.model).tokenizer)
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
     scores = tokenizer_scores(tokenizer, args.images, args.tokens, args.seed, inception=args.inception)
     _print_scores(scores)
     if args.png:

@@ -5,23 +5,33 @@
     strip = pipe.panorama("coast", width=8192)             # uint8 [H, 8192, 3], bounded memory
     pipe.save_pretrained("my_model")
 
-A pipeline directory holds `config.json` ({"tokenizer": ..., "generator": ..., "classes": [...]}),
-`tokenizer.safetensors` and `generator.safetensors`; a finished `eqgen train generator` run is one.
+A pipeline directory holds one sub-folder per component, each a model directory of its own (config.json +
+model.safetensors) that its class loads alone, and a config.json that names the components' classes and the
+class names:
+
+    my_model/config.json               {"tokenizer": "ColumnTokenizer", "generator": "EquivariantGenerator",
+                                        "classes": [...]}
+    my_model/tokenizer/                ColumnTokenizer.from_pretrained("my_model/tokenizer")
+    my_model/generator/                EquivariantGenerator.from_pretrained("my_model/generator")
+
+An `eqgen train generator` run is one. Directories written before the sub-folders (the shipped model, earlier
+runs) keep both configs in config.json ({"tokenizer": {...}, "generator": {...}, "classes": [...]}) beside
+`tokenizer.safetensors` and `generator.safetensors`; they load as they are.
 """
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import CONFIG, load_fitting, load_weights, save_weights
+from .checkpoint import CONFIG, WEIGHTS, model_files
 from .configs import from_dict, to_dict
 from .errors import EqgenError
-from .files import load_json, save_json
+from .files import JsonObject, commit_files, json_bytes, load_json
 from .generator import EquivariantGenerator, GeneratorConfig
 from .imageio import to_uint8
 from .sampling import PANORAMA, SamplingOptions, TokenSampler, generate_tokens
@@ -29,6 +39,7 @@ from .tokenizer import ColumnTokenizer, TokenizerConfig
 from .training import resolve_device
 
 BUILTIN = Path(__file__).parent / "assets" / "builtin"
+COMPONENTS = {"tokenizer": ColumnTokenizer, "generator": EquivariantGenerator}  # sub-folder -> class
 
 
 class Pipeline:
@@ -40,26 +51,19 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path = "builtin", device: str | torch.device = "cpu") -> "Pipeline":
+        """A pipeline directory (either layout), "builtin" (the shipped model) or a Hub id."""
         directory = _resolve(path)
-        file = directory / CONFIG
-        config = load_json(file)
-        missing = [key for key in ("tokenizer", "generator", "classes") if key not in config]
-        if missing:
-            raise EqgenError(f"{directory} is not an eqgen pipeline ({file} lacks {', '.join(missing)})")
-        tokenizer_config = from_dict(TokenizerConfig, config["tokenizer"], str(file))
-        generator_config = from_dict(GeneratorConfig, config["generator"], str(file))
-        check_parts(tokenizer_config, generator_config, config["classes"], source=f"{file}: ")
-        tokenizer = _load_part(ColumnTokenizer, tokenizer_config, directory / "tokenizer.safetensors", file)
-        generator = _load_part(EquivariantGenerator, generator_config, directory / "generator.safetensors", file)
-        return cls(tokenizer, generator, config["classes"]).to(device)
+        config = read_config(directory)
+        tokenizer, generator = (_component(directory, config, name) for name in COMPONENTS)
+        check_parts(tokenizer.config, generator.config, config["classes"], source=f"{directory / CONFIG}: ")
+        return cls(tokenizer.load(), generator.load(), config["classes"]).to(device)  # the weights once all fit
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
-        """Write the pipeline directory; dtype=torch.float16 halves its size."""
-        path = Path(path)
+        """Write the pipeline directory, config.json last; dtype=torch.float16 halves its size."""
+        files = {}
         for name, module in (("tokenizer", self.tokenizer), ("generator", self.generator)):
-            save_weights(path / f"{name}.safetensors", {k: v.to(dtype) for k, v in module.state_dict().items()})
-        save_json(path / CONFIG, {"tokenizer": to_dict(self.tokenizer.config),
-                                  "generator": to_dict(self.generator.config), "classes": self.classes})
+            files |= model_files(to_dict(module.config), module.state_dict(), folder=name, dtype=dtype)
+        commit_files(path, {**files, CONFIG: json_bytes(pipeline_config(self.classes))})
 
     def to(self, device: str | torch.device) -> "Pipeline":
         device = resolve_device(str(device))  # "auto" allowed; an absent CUDA is one line, not a traceback
@@ -228,18 +232,57 @@ def check_parts(tokenizer: TokenizerConfig, generator: GeneratorConfig, classes,
                          f"models {generator.token_dim}")
 
 
-def _load_part(module_class, config, weights: Path, file: Path) -> torch.nn.Module:
-    """The tokenizer or generator of a pipeline directory; what the model itself refuses in its config is
-    reported with the file."""
-    try:
-        module = module_class(config)
-    except EqgenError as err:
-        raise EqgenError(f"{file}: {weights.stem}: {err}") from None
-    except (RuntimeError, ValueError) as err:  # sizes torch cannot build (a negative width)
-        raise EqgenError(f"{file}: {weights.stem}: these sizes do not make a model "
-                         f"({str(err).splitlines()[0]})") from None
-    load_fitting(module, load_weights(weights), str(weights), f"does not fit the {weights.stem} config in {file}")
-    return module
+def pipeline_config(classes: Sequence[str]) -> dict[str, Any]:
+    """The config.json of a pipeline directory: the class of each component's sub-folder, and the class names."""
+    return {**{name: module_class.__name__ for name, module_class in COMPONENTS.items()}, "classes": list(classes)}
+
+
+def read_config(directory: Path) -> JsonObject:
+    """The config.json of a pipeline directory, with the keys every pipeline has."""
+    file = directory / CONFIG
+    config = load_json(file)
+    missing = [key for key in (*COMPONENTS, "classes") if key not in config]
+    if missing:
+        raise EqgenError(f"{directory} is not an eqgen pipeline ({file} lacks {', '.join(missing)})")
+    return config
+
+
+class _Component(NamedTuple):
+    """A component of a pipeline directory, its config read and checked, its weights not yet loaded."""
+    module_class: type
+    config: Any
+    weights: Path
+    source: str       # where the config is, as errors name it ("path/config.json: generator: ")
+    verdict: str      # what weights that do not fit the config are told
+
+    def load(self) -> torch.nn.Module:
+        return self.module_class.from_weights(self.config, self.weights, self.source, self.verdict)
+
+
+def _component(directory: Path, config: JsonObject, name: str) -> _Component:
+    """Component `name` of the pipeline directory whose config.json is `config`: its sub-folder, which
+    config.json names by class, or, in directories written before the sub-folders, its section of config.json
+    and NAME.safetensors beside it."""
+    module_class, value, file = COMPONENTS[name], config[name], directory / CONFIG
+    if value == module_class.__name__:
+        part = directory / name / CONFIG
+        return _Component(module_class, from_dict(module_class.config_class, load_json(part)), part.parent / WEIGHTS,
+                          f"{part}: ", "does not hold weights for its config.json")
+    if isinstance(value, str):
+        raise EqgenError(f"{file}: {name} must be {module_class.__name__!r} (the class of its sub-folder) or "
+                         f"its config, got {value[:40]!r}")
+    return _Component(module_class, from_dict(module_class.config_class, value, str(file)),
+                      directory / f"{name}.safetensors", f"{file}: {name}: ",
+                      f"does not fit the {name} config in {file}")
+
+
+def load_tokenizer(path: str | Path) -> ColumnTokenizer:
+    """A tokenizer directory, or the tokenizer of a pipeline directory (either layout, "builtin", a Hub id)."""
+    directory = _resolve(path)
+    config = load_json(directory / CONFIG)
+    if "tokenizer" not in config:   # a tokenizer directory of its own
+        return ColumnTokenizer.from_pretrained(directory)
+    return _component(directory, config, "tokenizer").load()
 
 
 def _check_tiles(tile: int, overlap: int) -> None:

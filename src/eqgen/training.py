@@ -153,6 +153,7 @@ class Task:
     model: nn.Module
     kind: str = "model"           # saved in the training state: a run resumes only with a task of its kind
     weights_name: str = WEIGHTS   # the file the EMA weights are exported to, beside config.json
+    obsolete: tuple[str, ...] = ()   # files of an earlier layout of the run directory, removed once replaced
     # Fields of `settings()` that a resumed run may change (they apply from the resumed step on).
     changeable: frozenset[str] = frozenset()
     device: torch.device = torch.device("cpu")
@@ -185,7 +186,8 @@ class Task:
         return {}
 
     def prepare(self, out: Path) -> None:
-        """Write what the run directory needs besides its checkpoints, once, when a run starts afresh."""
+        """Write what the run directory needs besides its checkpoints and does not change during the run, when
+        it starts or resumes (before a resume repairs its last checkpoint)."""
 
     def export_config(self, ema_model: nn.Module) -> dict[str, Any]:
         """What goes into config.json beside the exported weights (`ema_model`)."""
@@ -268,10 +270,9 @@ def fit(task: Task, run: RunConfig, out: str | Path, resume: bool = False) -> nn
         if rank == 0:
             remove_temporaries(out)
             _truncate_metrics(out / METRICS, start)   # a fresh start drops the records of a run that never saved
+            task.prepare(out)
             if resume:
                 checkpoints.repair(start)
-            else:
-                task.prepare(out)
         _loop(task, run, ema, optimizers, checkpoints, log, progress, start)
     except OSError as err:   # a full disk, a directory taken away: the previous checkpoint is whole
         raise checkpoints.stopped(f"{err.filename or out}: {err.strerror or err}") from None
@@ -356,14 +357,20 @@ class _Checkpoints:
             "schedulers": {name: s.state_dict() for name, s in self.schedulers.items()},
             "rng": rng,
         }
-        commit_files(self.out, {**self._export(step), TRAINING_STATE: state_bytes(state)})  # the state commits
+        self._commit({**self._export(step), TRAINING_STATE: state_bytes(state)})  # the state commits
         self.last = step
 
     def repair(self, step: int) -> None:
         """A kill between a checkpoint's renames leaves exported weights of another step than the training
-        state they belong with (or, with earlier eqgen, no config.json): export them again from the state."""
+        state they belong with (or, with earlier eqgen, no config.json, or no weights where today's layout
+        has them): export them again from the state."""
         if weights_step(self.out / self.task.weights_name) != step or not (self.out / CONFIG).exists():
-            commit_files(self.out, self._export(step))
+            self._commit(self._export(step))
+
+    def _commit(self, files: dict[str, bytes]) -> None:
+        commit_files(self.out, files)
+        for name in self.task.obsolete:   # what the files just written replace
+            (self.out / name).unlink(missing_ok=True)
 
     def _export(self, step: int) -> dict[str, bytes]:
         weights = weights_bytes(self.ema.shadow.state_dict(), {"step": str(step)}, self.task.weights_name)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import CONFIG, load_training_state
+from ..checkpoint import load_training_state
 from ..configs import from_preset
 from ..errors import EqgenError
 from ..files import load_json, save_json
@@ -101,15 +101,13 @@ class Results:
 
 def _tokenizers(cfg: ReportConfig, out: Path, results: Results) -> dict[str, Path]:
     """The column and grid tokenizers, both fine-tuned from the built-in model's for the same steps."""
-    base = out / "tokenizers" / "builtin"
-    if not (base / CONFIG).exists():
-        Pipeline.from_pretrained().tokenizer.save_pretrained(base)
     dirs = {}
     for layout, grid_rows in (("columns", 0), ("grid", GRID_ROWS)):
         dirs[layout] = directory = out / "tokenizers" / layout
         if f"tokenizer {layout}" in results:
             continue
-        train = from_preset(TokenizerTrainConfig, TOKENIZER_TRAIN_PRESETS, "demo", init_from=str(base), warmup_steps=20)
+        train = from_preset(TokenizerTrainConfig, TOKENIZER_TRAIN_PRESETS, "demo", init_from="builtin",
+                            warmup_steps=20)
         train.losses.adversarial_start = 10**9
         run = RunConfig(steps=cfg.tokenizer_steps, batch_size=16, seed=cfg.seed, ema_decay=0.99,
                         save_every=cfg.tokenizer_steps, log_every=50)
