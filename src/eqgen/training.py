@@ -54,7 +54,6 @@ class RunConfig:
     ema_decay: float = 0.999
     log_every: int = 10
     save_every: int = 500
-    eval_every: int = 0           # 0: evaluate only at the end
     device: str = "auto"
     precision: str = "auto"       # bf16 (autocast), fp32, or auto: bf16 where the hardware has it
 
@@ -64,7 +63,7 @@ class RunConfig:
 
 
 # RunConfig fields a resumed run may change; the batch size and the seed decide the data, so they must match.
-RESUMABLE = frozenset({"steps", "save_every", "log_every", "eval_every", "ema_decay", "device", "precision"})
+RESUMABLE = frozenset({"steps", "save_every", "log_every", "ema_decay", "device", "precision"})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -305,8 +304,8 @@ def _loop(task, run, ema, optimizers, checkpoints, log, progress, start: int) ->
                 progress.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{metrics['images_per_s']:.1f}")
                 images, tick = 0, time.perf_counter()
             progress.update(1)
-            # The final evaluation comes before the final checkpoint: a run whose last checkpoint is final is done.
-            if log and ((run.eval_every and done % run.eval_every == 0) or final):
+            # The evaluation comes before the final checkpoint: a run whose last checkpoint is final is done.
+            if log and final:
                 log.write(done, _keeping_rng(task.evaluate, ema.shadow, done, checkpoints.out))
             if done % run.save_every == 0 or final or stop.requested:
                 checkpoints.save(done)
