@@ -16,7 +16,9 @@ from eqgen.errors import EqgenError
 from eqgen.files import atomic_write_bytes
 from eqgen.generator import GeneratorConfig
 from eqgen.tokenizer import TokenizerConfig
-from eqgen.training import RunConfig, Task, clip_and_step, fit, resolve_precision, resumed_config, warmup_lr
+from eqgen.devices import resolve_precision
+from eqgen.resume import resumed_config
+from eqgen.training import RunConfig, Task, clip_and_step, fit, warmup_lr
 
 GLOBAL_BATCH = 8
 

@@ -18,7 +18,7 @@ from .cli_types import (Parser, at_least_two, device, integer, nonnegative_float
 from .errors import EqgenError
 from .flow import CFG_SCHEDULES, SOLVERS
 from .sampling import PANORAMA, SamplingOptions
-from .training import PRECISIONS
+from .devices import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,9 @@ from .files import commit_files, json_bytes
 from .generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
 from .pipeline import Pipeline, load_tokenizer, pipeline_config
 from .token_cache import TokenCache, build_token_cache
-from .training import RunConfig, Task, clip_and_step, fit, resolve_device, resumed_config, warmup_lr
+from .devices import resolve_device
+from .resume import resumed_config
+from .training import RunConfig, Task, clip_and_step, fit, warmup_lr
 
 CROPS = ("edge", "interior", "equivariant")
 

@@ -36,7 +36,7 @@ from .generator import EquivariantGenerator, GeneratorConfig
 from .imageio import to_uint8
 from .sampling import PANORAMA, SamplingOptions, TokenSampler, generate_tokens
 from .tokenizer import ColumnTokenizer, TokenizerConfig
-from .training import resolve_device
+from .devices import resolve_device
 
 BUILTIN = Path(__file__).parent / "assets" / "builtin"
 COMPONENTS = {"tokenizer": ColumnTokenizer, "generator": EquivariantGenerator}  # sub-folder -> class

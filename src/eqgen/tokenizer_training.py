@@ -22,7 +22,8 @@ from .imageio import save_grid
 from .losses import TokenizerLoss, TokenizerLossConfig
 from .pipeline import load_tokenizer
 from .tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
-from .training import RunConfig, Task, clip_and_step, fit, resumed_config, warmup_lr
+from .resume import resumed_config
+from .training import RunConfig, Task, clip_and_step, fit, warmup_lr
 
 
 @dataclass
