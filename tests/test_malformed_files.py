@@ -77,21 +77,18 @@ def tokenizer_field(**values):
     return pipeline_config(lambda c: {**c, "tokenizer": {**c["tokenizer"], **values}})
 
 
-def pipeline_file(name: str, damage):
+def pipeline_file(name: str, damage, layout: str = "pipe"):
+    """A file of a pipeline directory, damaged: of the layout before the sub-folders ("pipe") or of today's
+    ("parts": one sub-folder per component)."""
     def make(made, tmp):
-        directory = copy(made, "pipe", tmp)
+        directory = copy(made, layout, tmp)
         damage(directory / name)
         return lambda: Pipeline.from_pretrained(directory), directory / name
     return make
 
 
 def parts_file(name: str, damage):
-    """A file of a pipeline directory of today's layout (one sub-folder per component), damaged."""
-    def make(made, tmp):
-        directory = copy(made, "parts", tmp)
-        damage(directory / name)
-        return lambda: Pipeline.from_pretrained(directory), directory / name
-    return make
+    return pipeline_file(name, damage, "parts")
 
 
 def parts_json(name: str, **values):
