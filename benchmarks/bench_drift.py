@@ -28,7 +28,7 @@ from eqgen import Pipeline
 from eqgen.configs import from_preset
 from eqgen.evaluation.long_images import drift_summary, drift_table, ground_truth, offset_stats
 from eqgen.generator import GENERATOR_PRESETS, GeneratorConfig, receptive_field
-from eqgen.generator_training import TRAIN_PRESETS, GeneratorTrainConfig, train_generator
+from eqgen.generator_training import GENERATOR_TRAIN_PRESETS, GeneratorTrainConfig, train_generator
 from eqgen.training import RunConfig
 
 
@@ -57,7 +57,7 @@ def main() -> None:
         root = Path(args.out or tmp)
         results = {}
         for name, (crops, seq_len) in variants.items():
-            train = from_preset(GeneratorTrainConfig, TRAIN_PRESETS, "demo", crops=crops, seq_len=seq_len)
+            train = from_preset(GeneratorTrainConfig, GENERATOR_TRAIN_PRESETS, "demo", crops=crops, seq_len=seq_len)
             run = RunConfig(steps=args.steps, batch_size=args.batch, save_every=args.steps, ema_decay=0.998)
             train_generator(args.tokenizer, "landscapes", root / name, run, train, preset="demo",
                             cache_dir=args.cache, cache_images=args.cache_images, cache_width=args.cache_width)

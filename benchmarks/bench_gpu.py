@@ -57,7 +57,7 @@ def main() -> None:
             def sample():
                 with torch.no_grad(), autocast:
                     holder["tokens"] = generate_tokens(model, labels, 16, cfg=args.cfg, steps=args.steps,
-                                                       generator=torch.Generator(device).manual_seed(0))
+                                                       rng=torch.Generator(device).manual_seed(0))
 
             def decode():
                 with torch.no_grad(), autocast:

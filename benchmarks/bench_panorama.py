@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from eqgen import Pipeline
-from eqgen.pipeline import DEFAULTS
+from eqgen.sampling import PANORAMA
 
 from common import peak_memory_mb
 
@@ -29,8 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     pipe = Pipeline.from_pretrained(args.model)
     base = pipe.generator.config.train_tokens * pipe.token_width
-    options = dict(cfg=3.0, seed=0)  # and the pipeline's default solver
-    print(f"training width {base} px, sampler {DEFAULTS}, tiles of {args.tile} tokens overlapping by {args.overlap}")
+    print(f"training width {base} px, sampler {PANORAMA}, tiles of {args.tile} tokens overlapping by {args.overlap}")
     print(f"{'width':>8} {'tokens s':>9} {'ms/token':>9} {'tokens MB':>10} {'decode s':>9} {'decode MB':>10}")
     rows, kept = [], {}
     for m in args.multiples:
@@ -39,7 +38,7 @@ def main() -> None:
 
         def tokens_phase():
             start = time.perf_counter()
-            out["tokens"] = pipe.panorama_tokens("alpine", width, **options)
+            out["tokens"] = pipe.panorama_tokens("alpine", width)
             out["t_tokens"] = time.perf_counter() - start
 
         def decode_phase():

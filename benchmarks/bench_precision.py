@@ -20,7 +20,7 @@ from eqgen.configs import from_preset
 from eqgen.data.sources import ImageSource
 from eqgen.generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
 from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
-from eqgen.training import native_bf16, resolve_device
+from eqgen.devices import native_bf16, resolve_device
 
 from common import seconds
 

@@ -20,11 +20,9 @@ import torch
 from eqgen.configs import from_preset
 from eqgen.flow import evaluations
 from eqgen.generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
-from eqgen.pipeline import DEFAULTS
-from eqgen.sampling import TokenSampler
+from eqgen.sampling import OFFICIAL, SamplingOptions, TokenSampler
 
-OFFICIAL = dict(mode="recompute", steps=100, solver="euler", rho=1.0)
-EQGEN = dict(mode="cached", steps=DEFAULTS["steps"], solver=DEFAULTS["solver"], rho=DEFAULTS["rho"])
+EQGEN = SamplingOptions()
 
 
 def sync(device: str) -> None:
@@ -32,13 +30,13 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_image(model, length: int, args, repeats: int, **sampler) -> tuple[float, float, int]:
+def time_image(model, length: int, args, repeats: int, options: SamplingOptions, mode: str) -> tuple[float, float, int]:
     """Seconds per image in all and in the transformer alone (best of `repeats` runs), and the cache size
     after the last token (bytes)."""
     labels = torch.arange(args.batch) % model.config.num_classes
     best_total = best_transformer = float("inf")
     for _ in range(repeats):
-        run = TokenSampler(model, labels, length, cfg=args.cfg, generator=0, **sampler)
+        run = TokenSampler(model, labels, length, options, mode=mode, cfg=args.cfg, rng=0)
         total = transformer = 0.0
         for _ in range(length):
             sync(args.device)
@@ -71,14 +69,15 @@ def main() -> None:
     print(f"preset {args.preset} ({params:.1f}M parameters, window {model.config.window}, depth {model.config.depth}), "
           f"cfg {args.cfg}, batch {args.batch}, {args.device}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
-    time_image(model, 4, args, 1, mode="cached", steps=args.steps)  # warm-up
+    euler = OFFICIAL.replace(steps=args.steps)
+    time_image(model, 4, args, 1, euler, "cached")  # warm-up
 
-    def measure(length, **sampler):
-        return time_image(model, length, args, args.repeats if length <= 128 else 1, **sampler)
+    def measure(length, options, mode):
+        return time_image(model, length, args, args.repeats if length <= 128 else 1, options, mode)
 
     short, lengths = args.lengths[0], args.lengths
     print(f"\n1. The cache alone ({args.steps} Euler steps per token in both modes)")
-    rows = {(mode, n): measure(n, mode=mode, steps=args.steps) for mode in ("cached", "recompute") for n in lengths}
+    rows = {(mode, n): measure(n, euler, mode) for mode in ("cached", "recompute") for n in lengths}
     print(f"{'mode':<10} {'tokens':>6} {'s/image':>9} {'ms/token':>9} {'transformer ms/token':>21} {'cache KiB':>10}")
     for (mode, n), (total, transformer, cache) in rows.items():
         print(f"{mode:<10} {n:>6} {total:>9.3f} {1000 * total / n:>9.2f} {1000 * transformer / n:>21.2f} "
@@ -91,11 +90,11 @@ def main() -> None:
         print(f"recompute/cached at {n} tokens = {rows['recompute', n][0] / rows['cached', n][0]:.2f}x in all, "
               f"{rows['recompute', n][1] / rows['cached', n][1]:.2f}x in the transformer")
 
-    print(f"\n2. End to end: official (recompute, Euler 100) vs eqgen (cached, {EQGEN['solver']} {EQGEN['steps']} "
-          f"steps, rho {EQGEN['rho']}: {evaluations(EQGEN['solver'], EQGEN['steps'])} head evaluations per token)")
+    print(f"\n2. End to end: official (recompute, Euler 100) vs eqgen (cached, {EQGEN.solver} {EQGEN.steps} "
+          f"steps, rho {EQGEN.rho}: {evaluations(EQGEN.solver, EQGEN.steps)} head evaluations per token)")
     print(f"{'tokens':>6} {'official s/image':>17} {'eqgen s/image':>14} {'speed-up':>9}")
     for n in lengths:
-        official, ours = measure(n, **OFFICIAL)[0], measure(n, **EQGEN)[0]
+        official, ours = measure(n, OFFICIAL, "recompute")[0], measure(n, EQGEN, "cached")[0]
         print(f"{n:>6} {official:>17.3f} {ours:>14.3f} {official / ours:>8.2f}x")
 
 

@@ -15,7 +15,7 @@ import torch
 
 from eqgen.configs import from_preset
 from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
-from eqgen.training import resolve_device
+from eqgen.devices import resolve_device
 
 from common import peak_memory_mb, seconds
 

@@ -27,7 +27,7 @@ from eqgen.data.sources import ImageSource
 from eqgen.generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
 from eqgen.token_cache import build_token_cache
 from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
-from eqgen.training import resolve_device
+from eqgen.devices import resolve_device
 
 from common import seconds
 

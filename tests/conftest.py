@@ -1,10 +1,13 @@
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from eqgen import Pipeline
-from eqgen.configs import from_preset
+from eqgen.configs import from_preset, to_dict
 from eqgen.generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
 from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
 
@@ -19,6 +22,18 @@ def make_tiny_pipeline() -> Pipeline:
         for p in generator.head.parameters():
             p += 0.05 * torch.randn_like(p)
     return Pipeline(tokenizer, generator, ["a", "b", "c", "d"])
+
+
+def save_flat_pipeline(pipe: Pipeline, directory: Path) -> Path:
+    """`pipe` in the layout of pipeline directories before the sub-folders (the shipped model's, earlier runs'):
+    both configs in config.json, beside tokenizer.safetensors and generator.safetensors."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, module in (("tokenizer", pipe.tokenizer), ("generator", pipe.generator)):
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, directory / f"{name}.safetensors")
+    config = {"tokenizer": to_dict(pipe.tokenizer.config), "generator": to_dict(pipe.generator.config),
+              "classes": pipe.classes}
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
 
 
 @pytest.fixture(scope="module")

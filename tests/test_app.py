@@ -77,7 +77,7 @@ def test_the_server_defaults_fill_what_a_request_leaves_out(pipe):
     for sid in sessions:
         app.step({"session": sid, "columns": 2})
     implicit, explicit = (app.sessions[sid].sampler for sid in sessions)
-    assert (implicit.cfg, implicit.temperature) == (2.0, 0.5)
+    assert (implicit.options.cfg, implicit.options.temperature) == (2.0, 0.5)
     assert torch.equal(implicit.tokens, explicit.tokens)
 
 

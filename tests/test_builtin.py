@@ -22,6 +22,20 @@ def test_loads_with_the_landscape_classes(pipe):
     assert pipe.height == 64 and pipe.token_width == 8
 
 
+def test_its_weights_load_bit_for_bit_under_todays_names(pipe):
+    """The shipped file keeps its float16 weights under the names of the release (`fake_latent`, `attn2.qkv`):
+    loading renames them and changes no value."""
+    from safetensors.torch import load_file
+
+    shipped = load_file(BUILTIN / "generator.safetensors")
+    assert "fake_latent" in shipped and "blocks.0.attn2.qkv.weight" in shipped
+    assert all(v.dtype == torch.float16 for v in shipped.values())
+    loaded = pipe.generator.state_dict()
+    assert torch.equal(loaded["null_class"].half(), shipped["fake_latent"])
+    assert torch.equal(loaded["blocks.5.attn2.q.weight"].half(), shipped["blocks.5.attn2.qkv.weight"])
+    assert len(loaded) == len(shipped)
+
+
 @torch.no_grad()
 def test_samples_look_like_their_classes(pipe):
     """Night scenes are dark, deserts are warm (red over blue), alpine and coast skies are blue on top."""
@@ -63,10 +77,11 @@ def test_landscape_scores_of_the_built_in_model(pipe):
 
 def test_the_default_solver_beats_the_papers_100_euler_steps_on_the_shipped_model(pipe):
     from eqgen.evaluation.solvers import solver_errors
-    from eqgen.pipeline import DEFAULTS
+    from eqgen.sampling import SamplingOptions
 
-    paper, ours = solver_errors(pipe, [("euler", 100, 1.0), (DEFAULTS["solver"], DEFAULTS["steps"], DEFAULTS["rho"])],
-                                cfg=DEFAULTS["cfg"], per_class=1, tokens=8)
+    default = SamplingOptions()
+    paper, ours = solver_errors(pipe, [("euler", 100, 1.0), (default.solver, default.steps, default.rho)],
+                                cfg=default.cfg, per_class=1, tokens=8)
     assert ours["evaluations"] <= 25 < paper["evaluations"]
     assert ours["error"] <= paper["error"]
 

@@ -132,7 +132,7 @@ def test_loss_value_with_replayed_rng(io):
 def test_autoregressive_runs(model, io, run, cfg, schedule, prefix, mode):
     expected = io[f"{run}.tokens"][:, :, 0].transpose(1, 2)  # official [B, C, 1, L] -> [B, L, C]
     sampler = TokenSampler(model, torch.tensor([3, 7]), expected.shape[1], cfg=cfg, cfg_schedule=schedule,
-                           steps=10, generator=int(io[f"{run}.seed"]), mode=mode)
+                           steps=10, rng=int(io[f"{run}.seed"]), mode=mode)
     sampler.start(io["loss.imgs"][:, :prefix])
     for i in range(expected.shape[1] - prefix):
         close(sampler.condition(), io[f"{run}.step_cond"][i])

@@ -146,6 +146,23 @@ def test_save_and_load_roundtrip(tmp_path):
         EquivariantGenerator.from_pretrained(tmp_path / "g")
 
 
+def test_weights_under_the_earlier_names_load(tmp_path):
+    """Weights written while the cross-attention query was `attn2.qkv` and the null class `fake_latent` (the
+    official names, which eqgen used too) load under today's names."""
+    from eqgen.checkpoint import WEIGHTS, save_weights
+
+    model = tiny().eval()
+    model.save_pretrained(tmp_path / "g")
+    today = model.state_dict()
+    earlier = {k.replace(".attn2.q.", ".attn2.qkv.").replace("null_class", "fake_latent"): v for k, v in today.items()}
+    assert "blocks.1.attn2.qkv.weight" in earlier and "fake_latent" in earlier and "null_class" not in earlier
+    save_weights(tmp_path / "g" / WEIGHTS, earlier)
+    again = EquivariantGenerator.from_pretrained(tmp_path / "g")
+    assert again.state_dict().keys() == today.keys()
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in today.items())
+    assert EquivariantGenerator.upgrade_state_dict(today).keys() == today.keys()   # today's names stay
+
+
 def test_bad_inputs_are_one_line_errors():
     model = tiny()
     with pytest.raises(EqgenError, match=r"\[batch, length, 8\]"):

@@ -1,9 +1,12 @@
 """`eqgen train generator`: token cache, crops, a loss that falls, exact resume, the pipeline directory."""
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from eqgen import Pipeline
 from eqgen.configs import from_preset
@@ -106,6 +109,39 @@ def test_the_analysis_switches_from_the_command_line(tokenizer_dir, tmp_path):
     assert main(["train", "generator", "--preset", "tiny", "--tokenizer", str(tokenizer_dir), "--out", str(out),
                  "--cache-images", "4", "--cache-width", "64", "--steps", "2", "--batch-size", "2",
                  "--window", "0", "--rope-shift", "1", "--crops", "edge", "--train-positions", "0,2"]) == 0
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["generator"]["window"] is None and saved["generator"]["rope_shift"] == 1
+    saved, generator = (json.loads((out / name / "config.json").read_text()) for name in ("", "generator"))
+    assert generator["window"] is None and generator["rope_shift"] == 1
     assert saved["training"]["train_positions"] == [0, 2] and saved["training"]["crops"] == "edge"
+
+
+def _as_before_the_sub_folders(out):
+    """Rewrite a run directory as eqgen wrote it before the pipeline's sub-folders and the names attn2.q and
+    null_class: the configs in config.json, the weights beside it, the earlier names in every state dict."""
+    def earlier(state):
+        return {k.replace(".attn2.q.", ".attn2.qkv.").replace("null_class", "fake_latent"): v for k, v in state.items()}
+
+    config = json.loads((out / "config.json").read_text())
+    for name in ("tokenizer", "generator"):
+        config[name] = json.loads((out / name / "config.json").read_text())
+        weights = load_file(out / name / "model.safetensors")
+        save_file(earlier(weights) if name == "generator" else weights, out / f"{name}.safetensors",
+                  metadata=safe_open(str(out / name / "model.safetensors"), "pt").metadata())
+        shutil.rmtree(out / name)
+    (out / "config.json").write_text(json.dumps(config))
+    state = torch.load(out / "training_state.pt", weights_only=True)
+    state["modules"]["model"], state["ema"] = earlier(state["modules"]["model"]), earlier(state["ema"])
+    torch.save(state, out / "training_state.pt")
+
+
+def test_a_run_of_earlier_eqgen_loads_and_resumes_into_todays_layout(tokenizer_dir, tmp_path):
+    _train(tokenizer_dir, tmp_path / "a", 10)
+    _train(tokenizer_dir, tmp_path / "b", 20)
+    _as_before_the_sub_folders(tmp_path / "a")
+    before = Pipeline.from_pretrained(tmp_path / "a")   # loads as it is
+    assert before.generate("alpine", 4, steps=2).shape == (1, 3, 16, 4 * before.token_width)
+    _train(tokenizer_dir, tmp_path / "a", 20, resume=True)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir() if p.suffix != ".jsonl") == [
+        "config.json", "generator", "tokenizer", "training_state.pt"]
+    a, b = (torch.load(tmp_path / run / "training_state.pt", weights_only=True) for run in ("a", "b"))
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in b["ema"])   # as if never interrupted
+    assert Pipeline.from_pretrained(tmp_path / "a").classes == Pipeline.from_pretrained(tmp_path / "b").classes

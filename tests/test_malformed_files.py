@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_pipeline
+from conftest import make_tiny_pipeline, save_flat_pipeline
 from safetensors.torch import load_file, save_file
 
 from eqgen import Pipeline
@@ -33,7 +33,8 @@ CACHE_IMAGES = 4
 def made(tmp_path_factory):
     """The valid files the cases damage: a tiny pipeline, a tokenizer directory and a token cache of it."""
     root = tmp_path_factory.mktemp("valid")
-    make_tiny_pipeline().save_pretrained(root / "pipe")
+    save_flat_pipeline(make_tiny_pipeline(), root / "pipe")   # the layout of the shipped model and earlier runs
+    make_tiny_pipeline().save_pretrained(root / "parts")       # today's: one sub-folder per component
     torch.manual_seed(0)
     tokenizer = ColumnTokenizer(from_preset(TokenizerConfig, TOKENIZER_PRESETS, "tiny"))
     tokenizer.save_pretrained(root / "tok")
@@ -76,12 +77,22 @@ def tokenizer_field(**values):
     return pipeline_config(lambda c: {**c, "tokenizer": {**c["tokenizer"], **values}})
 
 
-def pipeline_file(name: str, damage):
+def pipeline_file(name: str, damage, layout: str = "pipe"):
+    """A file of a pipeline directory, damaged: of the layout before the sub-folders ("pipe") or of today's
+    ("parts": one sub-folder per component)."""
     def make(made, tmp):
-        directory = copy(made, "pipe", tmp)
+        directory = copy(made, layout, tmp)
         damage(directory / name)
         return lambda: Pipeline.from_pretrained(directory), directory / name
     return make
+
+
+def parts_file(name: str, damage):
+    return pipeline_file(name, damage, "parts")
+
+
+def parts_json(name: str, **values):
+    return parts_file(name, lambda path: edit_json(path, lambda c: {**c, **values}))
 
 
 def config_text(text: bytes):
@@ -101,9 +112,9 @@ def weights_without(key: str):
 
 
 def cli(argv, target: str, damage):
-    """`eqgen ARGV...` in-process; ARGV names the copied files as {pipe}, {tok}, {cache}, {tmp}."""
+    """`eqgen ARGV...` in-process; ARGV names the copied files as {pipe}, {parts}, {tok}, {cache}, {tmp}."""
     def make(made, tmp):
-        dirs = {name: copy(made, name, tmp) for name in ("pipe", "tok", "cache")} | {"tmp": tmp}
+        dirs = {name: copy(made, name, tmp) for name in ("pipe", "parts", "tok", "cache")} | {"tmp": tmp}
         file = Path(target.format(**dirs))
         damage(file)
         return lambda: main([a.format(**dirs) for a in argv]), file
@@ -243,6 +254,19 @@ CASES = {
                               "wrong shape: blocks.0.mlp.fc1.weight (3, 3)"),
     "weights: a key missing": (pipeline_file("generator.safetensors", weights_without("head.input_proj.weight")),
                                "missing: head.input_proj.weight"),
+    # a pipeline directory of today's layout: its components' sub-folders and its config.json
+    "parts: depth a string": (parts_json("generator/config.json", depth="two"), "field 'depth' must be an integer"),
+    "parts: heads do not split width": (parts_json("generator/config.json", heads=3), "width 32 must split into 3"),
+    "parts: negative width": (parts_json("generator/config.json", width=-4), "these sizes do not make a model"),
+    "parts: height of no latent rows": (parts_json("tokenizer/config.json", height=15), "must be a multiple of 4"),
+    "parts: config missing": (parts_file("tokenizer/config.json", Path.unlink), "not found"),
+    "parts: weights truncated": (parts_file("generator/model.safetensors", truncate), "not a readable safetensors"),
+    "parts: weights missing": (parts_file("tokenizer/model.safetensors", Path.unlink), "not found"),
+    "parts: weights of other shapes": (parts_file("generator/model.safetensors", weights_of_other_shapes),
+                                       "wrong shape: blocks.0.mlp.fc1.weight (3, 3)"),
+    "parts: a component of another class": (parts_json("config.json", generator="UNet"),
+                                            "generator must be 'EquivariantGenerator'"),
+    "parts: classes too few": (parts_json("config.json", classes=["a", "b", "c"]), "3 class names for a generator"),
     # a tokenizer directory (checkpoint.Pretrained)
     "tokenizer dir: ch a string": (tokenizer_dir(lambda c: {**c, "ch": "8"}), "field 'ch' must be an integer"),
     "tokenizer dir: a list": (tokenizer_dir(lambda c: [c]), "must hold a JSON object"),
@@ -252,6 +276,8 @@ CASES = {
     "cli sample: classes a number": (cli(SAMPLE, "{pipe}/config.json",
                                          lambda p: edit_json(p, lambda c: {**c, "classes": 8})), "classes must be"),
     "cli sample: truncated weights": (cli(SAMPLE, "{pipe}/tokenizer.safetensors", truncate), "not a readable"),
+    "cli sample: a truncated component": (cli([a.replace("{pipe}", "{parts}") for a in SAMPLE],
+                                              "{parts}/generator/model.safetensors", truncate), "not a readable"),
     "cli app: depth a string": (cli(APP, "{pipe}/config.json", lambda p: generator_json(p, depth="two")),
                                 "'generator.depth' must be an integer"),
     "cli app: JSON null": (cli(APP, "{pipe}/config.json", lambda p: p.write_text("null")), "must hold a JSON object"),

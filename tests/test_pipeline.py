@@ -1,17 +1,19 @@
 """Pipeline: save/load, generation, tiled decoding, panoramas and outpainting on tiny random models."""
+import json
 import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from conftest import save_flat_pipeline
 
-from eqgen import Pipeline
+from eqgen import ColumnTokenizer, EquivariantGenerator, Pipeline
 from eqgen.cli import main
 from eqgen.data.landscapes import render
 from eqgen.errors import EqgenError
 from eqgen.imageio import fit_image, from_uint8, load_image
-from eqgen.pipeline import SEAM_BLEND, join
+from eqgen.pipeline import SEAM_BLEND, join, load_tokenizer
 
 CLASSES = ["a", "b", "c", "d"]
 
@@ -30,7 +32,36 @@ def test_save_and_load_roundtrip(pipe, tmp_path):
     assert again.classes == CLASSES
     torch.testing.assert_close(again.generate("b", 4, steps=2), pipe.generate("b", 4, steps=2))
     pipe.save_pretrained(tmp_path / "half", dtype=torch.float16)
-    assert (tmp_path / "half/generator.safetensors").stat().st_size < 0.6 * (tmp_path / "p/generator.safetensors").stat().st_size
+    weights = "generator/model.safetensors"
+    assert (tmp_path / "half" / weights).stat().st_size < 0.6 * (tmp_path / "p" / weights).stat().st_size
+
+
+def equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return a.state_dict().keys() == b.state_dict().keys() and all(
+        torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_each_component_of_a_saved_pipeline_loads_on_its_own(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "p")
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["config.json", "generator", "tokenizer"]
+    assert json.loads((tmp_path / "p/config.json").read_text()) == {
+        "tokenizer": "ColumnTokenizer", "generator": "EquivariantGenerator", "classes": CLASSES}
+    tokenizer = ColumnTokenizer.from_pretrained(tmp_path / "p/tokenizer")
+    generator = EquivariantGenerator.from_pretrained(tmp_path / "p/generator")
+    assert tokenizer.config == pipe.tokenizer.config and equal(tokenizer, pipe.tokenizer)
+    assert generator.config == pipe.generator.config and equal(generator, pipe.generator)
+    # a pipeline's tokenizer is what training a generator or fine-tuning a tokenizer may start from
+    assert equal(load_tokenizer(tmp_path / "p"), pipe.tokenizer)
+    assert equal(load_tokenizer(tmp_path / "p/tokenizer"), pipe.tokenizer)
+
+
+def test_a_directory_without_sub_folders_still_loads(pipe, tmp_path):
+    """The layout of the shipped model and of earlier runs: both configs in config.json, the weights beside."""
+    save_flat_pipeline(pipe, tmp_path / "flat")
+    again = Pipeline.from_pretrained(tmp_path / "flat")
+    assert again.classes == CLASSES and equal(again.tokenizer, pipe.tokenizer) and equal(again.generator, pipe.generator)
+    assert equal(load_tokenizer(tmp_path / "flat"), pipe.tokenizer)
+    assert load_tokenizer("builtin").config == Pipeline.from_pretrained().tokenizer.config
 
 
 def test_clear_errors(pipe, tmp_path):

@@ -32,8 +32,8 @@ def _hashes(out_dir):
 
 def test_an_image_depends_on_its_own_seed_only(pipe):
     labels, seeds = [0, 1, 2, 3, 1], [5, 6, 7, 8, 9]
-    together = to_uint8(pipe.generate(labels, seed=seeds, **OPTIONS))
-    apart = np.concatenate([to_uint8(pipe.generate(labels[i:i + 2], seed=seeds[i:i + 2], **OPTIONS))
+    together = to_uint8(pipe.generate(labels, rng=seeds, **OPTIONS))
+    apart = np.concatenate([to_uint8(pipe.generate(labels[i:i + 2], rng=seeds[i:i + 2], **OPTIONS))
                             for i in (0, 2, 4)])
     # The same noise whatever the batch; batched arithmetic may round differently by one level at most.
     assert np.abs(together.astype(int) - apart).max() <= 1 and (together == apart).mean() > 0.99
@@ -42,7 +42,7 @@ def test_an_image_depends_on_its_own_seed_only(pipe):
     assert np.abs(alone[0].astype(int) - together[2]).max() <= 1
     assert len({image_seed(0, c, i) for c in range(50) for i in range(50)} | {image_seed(1, 0, 0)}) == 2501
     with pytest.raises(EqgenError, match="one per image"):
-        pipe.generate(labels, seed=seeds[:2])
+        pipe.generate(labels, rng=seeds[:2])
 
 
 def test_a_set_is_the_same_for_any_batch_size_and_resumes(pipe, tmp_path):

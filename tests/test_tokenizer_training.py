@@ -12,7 +12,7 @@ from eqgen.configs import from_preset
 from eqgen.errors import EqgenError
 from eqgen.data.sources import ImageSource
 from eqgen.tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
-from eqgen.tokenizer_training import TRAIN_PRESETS, TokenizerTrainConfig, psnr, train_tokenizer
+from eqgen.tokenizer_training import TOKENIZER_TRAIN_PRESETS, TokenizerTrainConfig, psnr, train_tokenizer
 from eqgen.training import RunConfig
 
 
@@ -51,7 +51,8 @@ def test_the_run_is_a_tokenizer_directory_with_its_latent_scale(trained):
 
 
 def test_decoder_only_stage_keeps_the_encoder(trained, tmp_path):
-    train = from_preset(TokenizerTrainConfig, TRAIN_PRESETS, "tiny", decoder_only=True, init_from=str(trained))
+    train = from_preset(TokenizerTrainConfig, TOKENIZER_TRAIN_PRESETS, "tiny", decoder_only=True,
+                        init_from=str(trained))
     run = RunConfig(steps=3, batch_size=4, seed=5, log_every=1, save_every=3, device="cpu")   # other renders
     tuned = train_tokenizer("landscapes", tmp_path / "stage2", run, train=train)
     before = ColumnTokenizer.from_pretrained(trained)
@@ -75,7 +76,7 @@ def test_adversarial_stage_trains_the_discriminator(tmp_path):
 
 
 def _gan_config():
-    return from_preset(TokenizerTrainConfig, TRAIN_PRESETS, "tiny",
+    return from_preset(TokenizerTrainConfig, TOKENIZER_TRAIN_PRESETS, "tiny",
                        losses=dict(perceptual_weight=0.0, semantic_weight=0.0, adversarial_start=2,
                                    discriminator_channels=8, discriminator_layers=2))
 
@@ -141,3 +142,16 @@ def test_optimizer_flags_from_the_command_line(tmp_path):
     last = [m for m in metrics(tmp_path / "run") if "lr_model" in m][-1]
     assert last["lr_model"] == pytest.approx(2e-3 * 0.2)   # the preset's rate, ×0.2 two steps after the warm-up
     assert main(args[:-2] + ["--betas", "0.5", "1.0", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_fine_tuning_may_start_from_the_tokenizer_of_a_model_directory(tmp_path):
+    """--init-from takes a model directory too (here the shipped one, which has no sub-folders)."""
+    from eqgen import Pipeline
+
+    train = from_preset(TokenizerTrainConfig, TOKENIZER_TRAIN_PRESETS, "tiny", decoder_only=True, init_from="builtin")
+    run = RunConfig(steps=1, batch_size=2, log_every=1, save_every=1, device="cpu")
+    tuned = train_tokenizer("landscapes", tmp_path / "t", run, train=train)
+    shipped = Pipeline.from_pretrained().tokenizer
+    assert tuned.config == shipped.config
+    assert all(torch.equal(a, b) for a, b in zip(tuned.encoder.state_dict().values(),
+                                                  shipped.encoder.state_dict().values()))

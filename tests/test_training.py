@@ -11,12 +11,14 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from eqgen.checkpoint import (atomic_write_bytes, load_model_dir, load_training_state, save_weights,
-                              weights_step)
+from eqgen.checkpoint import WEIGHTS, load_training_state, load_weights, save_weights, weights_step
 from eqgen.errors import EqgenError
+from eqgen.files import atomic_write_bytes
 from eqgen.generator import GeneratorConfig
 from eqgen.tokenizer import TokenizerConfig
-from eqgen.training import RunConfig, Task, clip_and_step, fit, resolve_precision, resumed_config, warmup_lr
+from eqgen.devices import resolve_precision
+from eqgen.resume import resumed_config
+from eqgen.training import RunConfig, Task, clip_and_step, fit, warmup_lr
 
 GLOBAL_BATCH = 8
 
@@ -92,7 +94,7 @@ def _assert_same_run(a, b):
         flat_a = state_a[part]["model"] if part == "modules" else state_a[part]
         flat_b = state_b[part]["model"] if part == "modules" else state_b[part]
         assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a), part
-    (_, ema_a), (_, ema_b) = load_model_dir(a), load_model_dir(b)
+    ema_a, ema_b = load_weights(a / WEIGHTS), load_weights(b / WEIGHTS)
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
 
 
@@ -110,8 +112,8 @@ def test_resume_equals_uninterrupted(tmp_path, precision):
     resumed = _run(tmp_path / "b", resume=True, precision=precision)
     for (k, v), w in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(v, w), k
-    _, ema_a = load_model_dir(tmp_path / "a")
-    _, ema_b = load_model_dir(tmp_path / "b")
+    ema_a = load_weights(tmp_path / "a" / WEIGHTS)
+    ema_b = load_weights(tmp_path / "b" / WEIGHTS)
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
     steps = [json.loads(line)["step"] for line in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps.count(6) == 1, "records after the checkpoint are dropped on resume"
@@ -185,7 +187,7 @@ def test_resume_after_a_save_cut_short_equals_uninterrupted(tmp_path):
         _run(cut, resume=True, crash_at=11)
     assert not list(cut.glob(".*.tmp")), "stale temporary files are removed"
     assert weights_step(cut / "model.safetensors") == 10   # ...already put back the weights of its state
-    _, exported = load_model_dir(cut)
+    exported = load_weights(cut / WEIGHTS)
     ema = load_training_state(cut)["ema"]
     assert all(torch.equal(exported[k], ema[k]) for k in ema)
     # The resumed run logged step 11 once more: the first run's record of it and the torn line are gone.

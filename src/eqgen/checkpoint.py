@@ -1,22 +1,19 @@
-"""Model directories, atomic writes and training checkpoints.
+"""Model directories and training checkpoints.
 
 A model directory holds `config.json` and `model.safetensors` (the weights used for inference; EMA weights
 after training). A training run adds `training_state.pt`: everything needed to resume (raw and EMA weights,
 optimizer, RNG, data position, the run's settings), tensors and plain Python values only, so it loads with
 `torch.load(weights_only=True)`.
 
-Every file is written to a temporary name beside it and renamed into place, so a crash mid-write leaves the
-previous file. A checkpoint is several files: `commit_files` writes all of them before it renames any, and
-renames the training state last. `training_state.pt` is therefore the commit record: a directory without it
-holds no checkpoint, one with it holds a complete one. The exported weights carry their step in the
-safetensors metadata, so a resume sees when a kill fell between the renames and exports them again.
+Every file is written atomically (`files.py`). A checkpoint is several files: `commit_files` writes all of
+them before it renames any, and renames the training state last. `training_state.pt` is therefore the commit
+record: a directory without it holds no checkpoint, one with it holds a complete one. The exported weights
+carry their step in the safetensors metadata, so a resume sees when a kill fell between the renames and
+exports them again.
 """
 from __future__ import annotations
 
 import io
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,74 +21,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from .configs import from_dict, load_json, to_dict
+from .configs import from_dict, to_dict
 from .errors import EqgenError
+from .files import atomic_write_bytes, commit_files, json_bytes, load_json
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 TRAINING_STATE = "training_state.pt"
-TEMPORARY = ".tmp"   # the suffix of a file being written; one left behind is a writer's that was killed
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_temporary(path: Path, data: bytes) -> Path:
-    """`data` in a new, fsynced temporary file beside `path` (removed again if writing fails)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would hide the file from everyone else
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def commit_files(directory: str | Path, files: dict[str, bytes]) -> None:
-    """Write `files` (name -> contents) into `directory`: every one to a temporary file first, then all renamed
-    into place in order. A crash leaves each file old or new, and the last one new only if all are."""
-    directory = Path(directory)
-    temporaries = []
-    try:
-        for name, data in files.items():
-            target = directory / name
-            temporaries.append((_write_temporary(target, data), target))
-        for tmp, target in temporaries:
-            os.replace(tmp, target)
-    except OSError as err:   # name the file, not its temporary (a full disk names none)
-        raise OSError(err.errno, err.strerror, str(target)) from err
-    finally:
-        for tmp, _ in temporaries:
-            tmp.unlink(missing_ok=True)
-    if os.name == "posix":   # the renames themselves survive a power cut only once the directory is synced
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    commit_files(path.parent, {path.name: data})
-
-
-def remove_temporaries(directory: str | Path) -> None:
-    """Delete the temporary files that killed writers left in `directory`."""
-    for tmp in Path(directory).glob(f".*{TEMPORARY}"):
-        tmp.unlink(missing_ok=True)
-
-
-def config_bytes(values: dict[str, Any]) -> bytes:
-    return (json.dumps(values, indent=2, sort_keys=True) + "\n").encode()
 
 
 def non_finite(state_dict: dict[str, torch.Tensor]) -> str | None:
@@ -131,19 +67,19 @@ def weights_step(path: Path) -> int | None:
         return None
 
 
-def save_model_dir(directory: str | Path, config: dict[str, Any], state_dict: dict[str, torch.Tensor],
-                   weights: str = WEIGHTS) -> None:
-    """Write `config.json` and the weights (`model.safetensors` by default) into `directory`."""
-    directory = Path(directory)
-    commit_files(directory, {weights: weights_bytes(state_dict, name=str(directory / weights)),
-                             CONFIG: config_bytes(config)})
+def model_files(config: dict[str, Any], state_dict: dict[str, torch.Tensor], folder: str = "",
+                dtype: torch.dtype | None = None) -> dict[str, bytes]:
+    """The files of a model directory, by name inside its parent when `folder` is given ("generator/
+    model.safetensors"): the weights (cast to `dtype` if given) and config.json, which is renamed last."""
+    prefix = f"{folder}/" if folder else ""
+    if dtype is not None:
+        state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
+    return {prefix + WEIGHTS: weights_bytes(state_dict, name=prefix + WEIGHTS), prefix + CONFIG: json_bytes(config)}
 
 
-def load_model_dir(directory: str | Path, weights: str = WEIGHTS) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise EqgenError(f"model directory {directory} not found")
-    return load_json(directory / CONFIG), load_weights(directory / weights)
+def save_model_dir(directory: str | Path, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> None:
+    """Write `config.json` and `model.safetensors` into `directory`."""
+    commit_files(directory, model_files(config, state_dict))
 
 
 def holds_checkpoint(directory: str | Path) -> bool:
@@ -166,9 +102,17 @@ def load_training_state(directory: str | Path, map_location: str | torch.device 
         raise EqgenError(f"{path} is not a readable training state ({type(err).__name__}: {err})") from None
 
 
+def upgraded(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` under the module's names: a module whose parameter names changed has an `upgrade_state_dict`
+    that renames the ones of weights written before."""
+    upgrade = getattr(module, "upgrade_state_dict", None)
+    return state if upgrade is None else upgrade(state)
+
+
 def check_fits(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
-               verdict: str = "does not fit this model") -> None:
-    """Refuse, in one line, a state dict whose keys or shapes do not fit the module."""
+               verdict: str = "does not fit this model") -> dict[str, torch.Tensor]:
+    """`upgraded(module, state)`, refused in one line unless its keys and shapes fit the module."""
+    state = upgraded(module, state)
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -178,12 +122,13 @@ def check_fits(module: torch.nn.Module, state: dict[str, torch.Tensor], source: 
                 for name, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
     if problems:
         raise EqgenError(f"{source} {verdict} ({'; '.join(problems)})")
+    return state
 
 
 def load_fitting(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
                  verdict: str = "does not fit this model") -> None:
     """Load a state dict that must fit exactly, in the module's own dtypes (shipped weights may be float16)."""
-    check_fits(module, state, source, verdict)
+    state = check_fits(module, state, source, verdict)
     dtypes = {k: v.dtype for k, v in module.state_dict().items()}
     module.load_state_dict({k: v.to(dtypes[k]) for k, v in state.items()})
 
@@ -194,12 +139,28 @@ class Pretrained:
 
     config_class: type
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        save_model_dir(directory, to_dict(self.config), self.state_dict())
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Write the model directory; dtype=torch.float16 halves its size."""
+        commit_files(directory, model_files(to_dict(self.config), self.state_dict(), dtype=dtype))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path):
-        config, weights = load_model_dir(directory)
-        model = cls(from_dict(cls.config_class, config))
-        load_fitting(model, weights, str(directory), "does not hold weights for its config.json")
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise EqgenError(f"model directory {directory} not found")
+        file = directory / CONFIG
+        config = from_dict(cls.config_class, load_json(file))
+        return cls.from_weights(config, directory / WEIGHTS, f"{file}: ", "does not hold weights for its config.json")
+
+    @classmethod
+    def from_weights(cls, config, weights: Path, source: str, verdict: str):
+        """The model of `config` with the weights in the file `weights`, in eval mode. What the model refuses
+        in its config is reported after `source` ("path/config.json: "), weights that do not fit with `verdict`."""
+        try:
+            model = cls(config)
+        except EqgenError as err:
+            raise EqgenError(f"{source}{err}") from None
+        except (RuntimeError, ValueError) as err:  # sizes torch cannot build (a negative width)
+            raise EqgenError(f"{source}these sizes do not make a model ({str(err).splitlines()[0]})") from None
+        load_fitting(model, load_weights(weights), str(weights), verdict)
         return model.eval()

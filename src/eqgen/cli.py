@@ -17,7 +17,9 @@ from pathlib import Path
 from .cli_types import (Parser, at_least_two, device, integer, nonnegative_float, nonnegative_int, output_dir, output_file,
                         pixel_column, png_file, positions, positive_float, positive_int, seed, unit_interval)
 from .errors import EqgenError
-from .training import PRECISIONS
+from .flow import CFG_SCHEDULES, SOLVERS
+from .sampling import PANORAMA, SamplingOptions
+from .devices import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +94,8 @@ def _add_train(commands) -> None:
     tok.add_argument("--adversarial-start", type=nonnegative_int, help="step at which the PatchGAN loss starts")
     tok.add_argument("--decoder-only", action="store_true", help="second stage: fine-tune the decoder only "
                                                                  "(with --init-from)")
-    tok.add_argument("--init-from", help="a trained tokenizer directory to start from")
+    tok.add_argument("--init-from", help="a trained tokenizer directory to start from, or a model directory (or "
+                                          "'builtin') whose tokenizer to start from")
     tok.add_argument("--noise-std", type=nonnegative_float,
                      help="largest std of the noise posterior (default: the preset's)")
     tok.add_argument("--grid-rows", type=positive_int, help="tokens on a 2-D grid of this many rows, raster order "
@@ -104,7 +107,8 @@ def _add_train(commands) -> None:
                                         "model directory for --model. Multi-GPU: torchrun --nproc_per_node N "
                                         "$(which eqgen) train generator ...")
     _training_flags(gen, "demo", GENERATOR_PRESETS)
-    gen.add_argument("--tokenizer", required=True, help="a trained tokenizer directory (eqgen train tokenizer --out)")
+    gen.add_argument("--tokenizer", required=True, help="a trained tokenizer directory (eqgen train tokenizer --out), "
+                                                        "or a model directory whose tokenizer to use")
     gen.add_argument("--cache", type=output_dir, help="token cache directory (default: OUT/token_cache)")
     gen.add_argument("--cache-images", type=positive_int, default=20000,
                      help="images to encode into the cache (default: 20000)")
@@ -123,9 +127,10 @@ def _add_train(commands) -> None:
 
 def _train_tokenizer(args: argparse.Namespace) -> None:
     from .configs import from_preset
-    from .tokenizer_training import TRAIN_PRESETS, TokenizerTrainConfig, train_tokenizer
+    from .tokenizer_training import TOKENIZER_TRAIN_PRESETS, TokenizerTrainConfig, train_tokenizer
 
-    train = from_preset(TokenizerTrainConfig, TRAIN_PRESETS, args.preset if args.preset in TRAIN_PRESETS else "paper")
+    presets = TOKENIZER_TRAIN_PRESETS
+    train = from_preset(TokenizerTrainConfig, presets, args.preset if args.preset in presets else "paper")
     for flag, field in (("lr", "lr"), ("warmup", "warmup_steps"), ("width", "image_width"), ("betas", "betas"),
                         ("decay_every", "decay_every")):
         if getattr(args, flag) is not None:
@@ -141,9 +146,9 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
 
 def _train_generator(args: argparse.Namespace) -> None:
     from .configs import from_dict
-    from .generator_training import TRAIN_PRESETS, GeneratorTrainConfig, train_generator
+    from .generator_training import GENERATOR_TRAIN_PRESETS, GeneratorTrainConfig, train_generator
 
-    train = from_dict(GeneratorTrainConfig, {**TRAIN_PRESETS.get(args.preset, {}), "crops": args.crops,
+    train = from_dict(GeneratorTrainConfig, {**GENERATOR_TRAIN_PRESETS.get(args.preset, {}), "crops": args.crops,
                                              "train_positions": args.train_positions,
                                              "init_from": args.init_from})
     for flag, field in (("lr", "lr"), ("warmup", "warmup_steps"), ("seq_len", "seq_len")):
@@ -238,39 +243,36 @@ def _data_inspect(args: argparse.Namespace) -> None:
     index.require_images()
 
 
-def _generation_flags(parser: argparse.ArgumentParser, cfg_schedule: str, output: bool = True) -> None:
+def _generation_flags(parser: argparse.ArgumentParser, defaults: SamplingOptions, output: bool = True) -> None:
     parser.add_argument("--model", default="builtin", help="a pipeline directory or Hub id (default: the built-in model)")
-    parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--cfg", type=nonnegative_float, default=3.0,
-                        help="classifier-free guidance scale (default: 3.0; 1 = none)")
-    parser.add_argument("--cfg-schedule", default=cfg_schedule, choices=["linear", "constant"],
-                        help=f"guidance along the sequence (default: {cfg_schedule})")
-    _solver_flags(parser)
-    parser.add_argument("--temperature", type=nonnegative_float, default=1.0, help="start-noise scale (default: 1.0)")
+    _sampling_flags(parser, defaults)
+    parser.add_argument("--cfg-schedule", default=defaults.cfg_schedule, choices=list(CFG_SCHEDULES),
+                        help=f"guidance along the sequence (default: {defaults.cfg_schedule})")
+    parser.add_argument("--temperature", type=nonnegative_float, default=defaults.temperature,
+                        help=f"start-noise scale (default: {defaults.temperature})")
     parser.add_argument("--device", type=device, default="cpu", help="cpu or cuda (default: cpu)")
     if output:
         parser.add_argument("-o", "--output", required=True, type=png_file, help="PNG file to write")
 
 
-def _solver_flags(parser: argparse.ArgumentParser) -> None:
-    from .flow import SOLVERS
-    from .pipeline import DEFAULTS
-
-    parser.add_argument("--steps", type=positive_int, default=DEFAULTS["steps"],
-                        help=f"ODE steps per token (default: {DEFAULTS['steps']}; the paper: 100 Euler steps)")
-    parser.add_argument("--solver", default=DEFAULTS["solver"], choices=list(SOLVERS),
-                        help=f"ODE solver (default: {DEFAULTS['solver']})")
-    parser.add_argument("--rho", type=positive_float, default=DEFAULTS["rho"],
-                        help=f"time grid (k/steps)^rho; 1 = uniform, as officially (default: {DEFAULTS['rho']})")
-
-
-def _solver_options(args: argparse.Namespace) -> dict:
-    return dict(steps=args.steps, solver=args.solver, rho=args.rho)
+def _sampling_flags(parser: argparse.ArgumentParser, defaults: SamplingOptions) -> None:
+    """--seed, --cfg and the ODE solver's flags, with their defaults from `defaults`, which `_sampling` completes."""
+    parser.set_defaults(sampling=defaults)
+    parser.add_argument("--seed", type=seed, default=defaults.seed)
+    parser.add_argument("--cfg", type=nonnegative_float, default=defaults.cfg,
+                        help=f"classifier-free guidance scale (default: {defaults.cfg}; 1 = none)")
+    parser.add_argument("--steps", type=positive_int, default=defaults.steps,
+                        help=f"ODE steps per token (default: {defaults.steps}; the paper: 100 Euler steps)")
+    parser.add_argument("--solver", default=defaults.solver, choices=list(SOLVERS),
+                        help=f"ODE solver (default: {defaults.solver})")
+    parser.add_argument("--rho", type=positive_float, default=defaults.rho,
+                        help=f"time grid (k/steps)^rho; 1 = uniform, as officially (default: {defaults.rho})")
 
 
-def _options(args: argparse.Namespace) -> dict:
-    return dict(seed=args.seed, cfg=args.cfg, cfg_schedule=args.cfg_schedule, temperature=args.temperature,
-                **_solver_options(args))
+def _sampling(args: argparse.Namespace) -> SamplingOptions:
+    """The sampling options the command's flags give; its defaults for the fields it has no flag for."""
+    names = {f.name for f in dataclasses.fields(SamplingOptions)}
+    return args.sampling.replace(**{name: value for name, value in vars(args).items() if name in names})
 
 
 def _add_sample(commands) -> None:
@@ -279,7 +281,7 @@ def _add_sample(commands) -> None:
                                         "<index>.png, each image from its own seed: the set does not depend on the "
                                         "batch size or the number of processes), skips images already there, and "
                                         "under torchrun shares the work between the ranks.")
-    _generation_flags(p, "linear", output=False)
+    _generation_flags(p, SamplingOptions(), output=False)
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("-o", "--output", type=png_file, help="the grid PNG to write")
     out.add_argument("--out-dir", type=output_dir, help="a folder for a sample set (eqgen eval fid reads it)")
@@ -304,7 +306,7 @@ def _sample(args: argparse.Namespace) -> None:
     classes = [c.strip() for c in args.classes.split(",")] if args.classes is not None else pipe.classes
     num_tokens = pipe.tokens_for_width(args.width) if args.width else None
     pipe.labels(classes)  # unknown names fail before any work
-    rows = [pipe.generate([c] * args.per_class, num_tokens, progress=True, **_options(args)) for c in classes]
+    rows = [pipe.generate([c] * args.per_class, num_tokens, options=_sampling(args), progress=True) for c in classes]
     print(save_grid(torch.cat(rows), args.output, nrow=args.per_class))
 
 
@@ -313,7 +315,7 @@ def _sample_dir(args: argparse.Namespace) -> None:
 
     classes = args.classes.split(",") if args.classes else None
     summary = sample_to_dir(args.model, args.out_dir, args.per_class, device=args.device, classes=classes,
-                            batch_size=args.batch_size, width=args.width, npz=args.npz, **_options(args))
+                            batch_size=args.batch_size, width=args.width, npz=args.npz, options=_sampling(args))
     if summary:
         who = f"rank 0 of {summary['processes']}: " if summary["processes"] > 1 else ""
         print(f"{args.out_dir}: {summary['images']} images ({who}{summary['written']} new, "
@@ -322,7 +324,7 @@ def _sample_dir(args: argparse.Namespace) -> None:
 
 def _add_panorama(commands) -> None:
     p = commands.add_parser("panorama", help="one very wide image, any width, bounded memory")
-    _generation_flags(p, "constant")
+    _generation_flags(p, PANORAMA)
     p.add_argument("--class", dest="cls", required=True, help="the class to generate")
     p.add_argument("--width", type=positive_int, default=2048, help="width in pixels (default: 2048)")
     p.add_argument("--left", help="an image to continue to the right (outpainting); its pixels are kept exactly. "
@@ -341,7 +343,8 @@ def _panorama(args: argparse.Namespace) -> None:
     pipe = Pipeline.from_pretrained(args.model, device=args.device)
     pipe.labels(args.cls)
     left = _fitted_left(args.left, pipe) if args.left else None
-    pixels = pipe.panorama(args.cls, args.width, left=left, tile=args.tile, overlap=args.overlap, **_options(args))
+    pixels = pipe.panorama(args.cls, args.width, left=left, tile=args.tile, overlap=args.overlap,
+                           options=_sampling(args))
     print(save_png(pixels, args.output))
 
 
@@ -361,7 +364,7 @@ def _fitted_left(path: str, pipe):
 
 def _add_app(commands) -> None:
     p = commands.add_parser("app", help="the interactive web page: grow an image column by column")
-    _generation_flags(p, "constant", output=False)  # seed, cfg, temperature: the page's defaults
+    _generation_flags(p, PANORAMA, output=False)  # seed, cfg, temperature: the page's defaults
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=integer(0, 65535, "a port from 0 to 65535"), default=7860,
                    help="port (default: 7860; 0 = any free port)")
@@ -375,7 +378,7 @@ def _app(args: argparse.Namespace) -> None:
     from .pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model, device=args.device)
-    server = serve(pipe, args.host, args.port, max_width=args.max_width, **_options(args))
+    server = serve(pipe, args.host, args.port, max_width=args.max_width, options=_sampling(args))
     print(f"eqgen app on {server.url}  (Ctrl-C to stop)", flush=True)
     try:
         server.run()
@@ -435,9 +438,7 @@ def _add_eval(commands) -> None:
     p.add_argument("--class", dest="cls", required=True)
     p.add_argument("--multiple", type=positive_int, default=32, help="panorama width in training widths (default: 32)")
     p.add_argument("-n", "--images", type=positive_int, default=4, help="panoramas to generate (default: 4)")
-    _solver_flags(p)
-    p.add_argument("--cfg", type=nonnegative_float, default=3.0)
-    p.add_argument("--seed", type=seed, default=0)
+    _sampling_flags(p, PANORAMA)
     p.add_argument("--every", type=positive_int, default=4, help="print every k-th offset window (default: 4)")
     p.set_defaults(run=_eval_long)
     q = kinds.add_parser("samples", help="landscape-FID, IS-style score, precision/recall, class accuracy",
@@ -445,9 +446,7 @@ def _add_eval(commands) -> None:
                                      "own landscape classifier as the feature extractor (not Inception-FID).")
     q.add_argument("--model", default="builtin")
     q.add_argument("-n", "--per-class", type=at_least_two, default=16)
-    _solver_flags(q)
-    q.add_argument("--cfg", type=nonnegative_float, default=3.0)
-    q.add_argument("--seed", type=seed, default=0)
+    _sampling_flags(q, SamplingOptions())
     q.add_argument("--inception", help="also Inception-FID: the TorchScript inception-2015-12-05.pt (a local file)")
     q.add_argument("--per-class-fid", action="store_true", help="also the landscape-FID of every class on its own")
     _classifier_flag(q)
@@ -557,8 +556,9 @@ def _eval_long(args: argparse.Namespace) -> None:
     window = pipe.generator.config.train_tokens * pipe.token_width
     width = window * args.multiple
     truth = ground_truth(cls, max(args.images, 8), width, pipe.height)  # before the panoramas: fails fast
-    panoramas = np.stack([pipe.panorama(cls, width, seed=args.seed + i, cfg=args.cfg, progress=False,
-                                        **_solver_options(args)) for i in range(args.images)])
+    options = _sampling(args)
+    panoramas = np.stack([pipe.panorama(cls, width, progress=False, options=options, seed=options.seed + i)
+                          for i in range(args.images)])
     rows = drift_table(offset_stats(panoramas, window), offset_stats(truth, window))
     print(f"{'offset px':>9} {'colour z':>9} {'texture':>8} {'seams':>6}")
     for row in rows[:: args.every] + ([rows[-1]] if (len(rows) - 1) % args.every else []):
@@ -572,15 +572,15 @@ def _eval_samples(args: argparse.Namespace) -> None:
     from .pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model)
-    scores = landscape_scores(pipe, args.per_class, args.seed, cfg=args.cfg, inception=args.inception,
-                              classifier=args.classifier, **_solver_options(args))
+    scores = landscape_scores(pipe, args.per_class, options=_sampling(args), inception=args.inception,
+                              classifier=args.classifier)
     _print_scores(scores)
     if args.per_class_fid:
         from .evaluation.scores import class_fids
 
         print(f"\n{'class':<10} {'landscape-FID':>14} {'real vs real':>13}")
-        for cls, (fid, floor) in class_fids(pipe, args.per_class, args.seed, cfg=args.cfg, classifier=args.classifier,
-                                            **_solver_options(args)).items():
+        for cls, (fid, floor) in class_fids(pipe, args.per_class, options=_sampling(args),
+                                            classifier=args.classifier).items():
             print(f"{cls:<10} {fid:14.2f} {floor:13.2f}")
 
 
@@ -602,11 +602,9 @@ def _eval_tokenizer(args: argparse.Namespace) -> None:
     from .data.landscapes import CLASSES, render_batch
     from .evaluation.scores import tokenizer_scores
     from .imageio import from_uint8, save_grid
-    from .pipeline import Pipeline
-    from .tokenizer import ColumnTokenizer
+    from .pipeline import load_tokenizer
 
-    tokenizer = (ColumnTokenizer.from_pretrained(args.tokenizer) if args.tokenizer
-                 else Pipeline.from_pretrained(args.model).tokenizer)
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
     scores = tokenizer_scores(tokenizer, args.images, args.tokens, args.seed, inception=args.inception,
                               classifier=args.classifier)
     _print_scores(scores)

@@ -111,7 +111,7 @@ def positions(text: str) -> list[int]:
 def device(text: str) -> str:
     """auto, cpu, cuda or cuda:N — refused here when this machine cannot run it. The same check as training's,
     so both say it the same way; the string is returned unchanged for the library to resolve."""
-    from .training import resolve_device
+    from .devices import resolve_device
 
     try:
         resolve_device(text)

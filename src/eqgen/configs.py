@@ -1,4 +1,4 @@
-"""Config dataclasses <-> JSON, and named presets.
+"""Config dataclasses <-> plain values (as `files.load_json` reads them), and named presets.
 
 Every model config is a plain dataclass. A module keeps its presets as a dict of names to overrides
 (gpt-fast style) and builds configs with `from_preset`. The config is saved as `config.json` beside every
@@ -9,26 +9,15 @@ damaged `config.json` is refused in one line that names the file and the field.
 from __future__ import annotations
 
 import dataclasses
-import json
 import numbers
 import types
 import typing
-from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from .errors import EqgenError
+from .files import key_path, show
 
 T = TypeVar("T")
-
-
-class JsonObject(dict):
-    """An object read from a JSON (or YAML) file: a dict that remembers its file and its key path inside the
-    file (`generator` for the `generator` object of a pipeline's config.json), so that `from_dict` can say
-    where a wrong value is. It is a plain dict in every other way."""
-
-    def __init__(self, values: dict[str, Any], file: str, key: str = ""):
-        super().__init__(values)
-        self.file, self.key = file, key
 
 
 def from_preset(cls: type[T], presets: dict[str, dict[str, Any]], name: str, **overrides: Any) -> T:
@@ -42,7 +31,7 @@ def from_dict(cls: type[T], values: Any, source: str | None = None, *, ignore_un
     each value has its field's annotated type (int, float, str, bool, lists and tuples of those, Optional,
     nested config dataclasses). Numbers are normalised (an integer where a float is annotated becomes a
     float; a list where a tuple is annotated becomes a tuple). `source` names where the values come from (a
-    file); a `JsonObject` names its own file. `ignore_unknown` reads only the annotated fields of a foreign
+    file); a `files.JsonObject` names its own file. `ignore_unknown` reads only the annotated fields of a foreign
     file (an official config), at every depth."""
     place = _Place(source or getattr(values, "file", None), getattr(values, "key", ""), ignore_unknown)
     return _build(cls, values, place)
@@ -57,24 +46,20 @@ class _Place(NamedTuple):
     ignore_unknown: bool
 
     def at(self, name: str) -> "_Place":
-        return self._replace(key=_path(self.key, name))
+        return self._replace(key=key_path(self.key, name))
 
     def names(self, names: list[str]) -> str:
-        return ", ".join(repr(_path(self.key, n)) for n in names)
+        return ", ".join(repr(key_path(self.key, n)) for n in names)
 
     @property
     def prefix(self) -> str:
         return f"{self.file}: " if self.file else ""
 
 
-def _path(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
 def _build(cls: type[T], values: Any, place: _Place) -> T:
     if not isinstance(values, dict):
         what = f"field {place.key!r}" if place.key else cls.__name__
-        raise EqgenError(f"{place.prefix}{what} must be an object, got {_show(values)}")
+        raise EqgenError(f"{place.prefix}{what} must be an object, got {show(values)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     if place.ignore_unknown:
         values = {name: value for name, value in values.items() if name in fields}
@@ -99,7 +84,7 @@ def _check(value: Any, hint: Any, place: _Place) -> Any:
     try:
         return _convert(value, hint, place)
     except _Mismatch:
-        raise EqgenError(f"{place.prefix}field {place.key!r} must be {_describe(hint)}, got {_show(value)}") from None
+        raise EqgenError(f"{place.prefix}field {place.key!r} must be {_describe(hint)}, got {show(value)}") from None
 
 
 class _Mismatch(Exception):
@@ -166,50 +151,5 @@ def _describe(hint: Any, plural: bool = False) -> str:
     return "objects" if plural else "an object"
 
 
-def _show(value: Any, limit: int = 60) -> str:
-    """A value as the user wrote it in JSON (`"two"`, `null`, `[1, 2]`), shortened."""
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
-
-
-def save_json(path: str | Path, values: dict[str, Any]) -> None:
-    from .checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(Path(path), (json.dumps(values, indent=2, sort_keys=True) + "\n").encode())
-
-
-def load_json(path: str | Path) -> JsonObject:
-    """A JSON object from a file, as a `JsonObject` (nested objects too); anything else is refused in one line
-    that names the file (and the line and column of a syntax error)."""
-    path = Path(path)
-    try:
-        values = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise EqgenError(f"{path} not found") from None
-    except IsADirectoryError:
-        raise EqgenError(f"{path} is a folder, not a JSON file") from None
-    except OSError as err:
-        raise EqgenError(f"cannot read {path}: {err.strerror or err}") from None
-    except json.JSONDecodeError as err:
-        raise EqgenError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
-    except UnicodeDecodeError:
-        raise EqgenError(f"{path} is not valid JSON: it is not UTF-8 text") from None
-    if not isinstance(values, dict):
-        raise EqgenError(f"{path} must hold a JSON object ({{...}}), got {_show(values, 30)}")
-    return located(values, path)
-
-
-def located(value: Any, file: str | Path, key: str = "") -> Any:
-    """Values read from `file` (at `key` inside it), with every object turned into a `JsonObject`."""
-    if isinstance(value, dict):
-        return JsonObject({k: located(v, file, _path(key, str(k))) for k, v in value.items()}, str(file), key)
-    if isinstance(value, list):
-        return [located(v, file, key) for v in value]
-    return value

@@ -11,7 +11,8 @@ shifted by one random integer in [0, rope_shift), so the cross-attention cannot 
 which is what keeps very long images seamless (paper Fig. 7).
 
 Parameter names follow the official code where the two agree (blocks, flow head), so its checkpoints convert
-by renaming a few prefixes (convert/generator.py).
+by renaming a few prefixes and two misleading names (convert/generator.py). eqgen once used those two names
+too; `upgrade_state_dict` renames them in weights written then (the shipped model's among them).
 """
 from __future__ import annotations
 
@@ -151,7 +152,7 @@ class CrossAttention(nn.Module):
     def __init__(self, cfg: GeneratorConfig):
         super().__init__()
         self.heads, self.dropout = cfg.heads, cfg.attn_dropout
-        self.qkv = nn.Linear(cfg.width, cfg.width)  # the query projection, under its official name
+        self.q = nn.Linear(cfg.width, cfg.width)  # officially `qkv`, though it projects the queries only
         self.k = nn.Linear(cfg.width, cfg.width)
         self.v = nn.Linear(cfg.width, cfg.width)
         self.proj = nn.Linear(cfg.width, cfg.width)
@@ -161,7 +162,7 @@ class CrossAttention(nn.Module):
         return split_heads(self.k(c), self.heads), split_heads(self.v(c), self.heads)
 
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], rope: Rope) -> torch.Tensor:
-        q = apply_rope(split_heads(self.qkv(x), self.heads), rope.cos, rope.sin)
+        q = apply_rope(split_heads(self.q(x), self.heads), rope.cos, rope.sin)
         y = F.scaled_dot_product_attention(q, *kv, dropout_p=self.dropout if self.training else 0.0)
         return self.proj_drop(self.proj(merge_heads(y)))
 
@@ -211,16 +212,38 @@ class ClassContext(NamedTuple):
 # ---------------------------------------------------------------------------------------------------------
 # The model
 
+# Names that earlier eqgen (like the official code) gave two parameters -> today's.
+EARLIER_NAMES = {"fake_latent": "null_class", "attn2.qkv": "attn2.q"}
+
+
+def rename_parts(state: dict[str, torch.Tensor], names: dict[str, str]) -> dict[str, torch.Tensor]:
+    """`state` with every key's dotted parts renamed by `names` ({"attn2.qkv": "attn2.q"} turns
+    blocks.0.attn2.qkv.weight into blocks.0.attn2.q.weight; only whole parts match)."""
+    def renamed(key: str) -> str:
+        dotted = f".{key}."
+        for old, new in names.items():
+            dotted = dotted.replace(f".{old}.", f".{new}.")
+        return dotted[1:-1]
+
+    return {renamed(key): value for key, value in state.items()}
+
+
 
 class EquivariantGenerator(Pretrained, nn.Module):
     config_class = GeneratorConfig
+
+    @staticmethod
+    def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Weights written by earlier eqgen under today's names (today's weights are returned as they are);
+        every loading path applies it (`checkpoint.check_fits`)."""
+        return rename_parts(state, EARLIER_NAMES)
 
     def __init__(self, config: GeneratorConfig):
         super().__init__()
         check_config(config)
         self.config = cfg = config
         self.class_emb = nn.Embedding(cfg.num_classes, cfg.width)
-        self.fake_latent = nn.Parameter(torch.zeros(1, cfg.width))  # the learned null class (CFG)
+        self.null_class = nn.Parameter(torch.zeros(1, cfg.width))  # the learned null class (CFG), `fake_latent`
         self.class_pos = nn.Parameter(torch.zeros(1, cfg.num_class_tokens, cfg.width))
         self.z_proj = nn.Linear(cfg.token_dim, cfg.width)
         self.z_proj_ln = nn.LayerNorm(cfg.width, eps=1e-6)
@@ -230,7 +253,7 @@ class EquivariantGenerator(Pretrained, nn.Module):
         self.head = FlowHead(cfg.token_dim, cfg.width, cfg.head_width, cfg.head_depth)  # initialises itself
 
     def _init_weights(self):
-        for p in (self.class_emb.weight, self.fake_latent, self.class_pos):
+        for p in (self.class_emb.weight, self.null_class, self.class_pos):
             nn.init.normal_(p, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -248,7 +271,7 @@ class EquivariantGenerator(Pretrained, nn.Module):
                 NULL_LABEL <= int(labels.min()) <= int(labels.max()) < self.config.num_classes):
             raise EqgenError(f"labels must lie in 0..{self.config.num_classes - 1} (or {NULL_LABEL} for no class)")
         null = (labels == NULL_LABEL)[:, None]
-        class_embedding = torch.where(null, self.fake_latent, self.class_emb(labels.clamp(min=0)))
+        class_embedding = torch.where(null, self.null_class, self.class_emb(labels.clamp(min=0)))
         # Every class token carries the same class vector; the learned position tells them apart.
         c = self.z_proj_ln(class_embedding[:, None] + self.class_pos)
         kv = []

@@ -14,11 +14,17 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .checkpoint import load_fitting, save_weights
+from .checkpoint import CONFIG, WEIGHTS, load_fitting, model_files
 from .configs import from_dict, from_preset, to_dict
+from .data.sources import ImageSource
 from .errors import EqgenError
+from .files import commit_files, json_bytes
+from .generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
+from .pipeline import Pipeline, load_tokenizer, pipeline_config
 from .token_cache import TokenCache, build_token_cache
-from .training import RunConfig, Task, clip_and_step, fit, resolve_device, resumed_config, warmup_lr
+from .devices import resolve_device
+from .resume import resumed_config
+from .training import RunConfig, Task, clip_and_step, fit, warmup_lr
 
 CROPS = ("edge", "interior", "equivariant")
 
@@ -48,22 +54,25 @@ class GeneratorTrainConfig:
 
 # Training recipes by preset name (the model shapes live in GENERATOR_PRESETS). The paper's recipe is the
 # default; the demo one is for a 45-minute CPU run, where a higher learning rate pays off.
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+GENERATOR_TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "demo": dict(lr=8e-3, warmup_steps=200, seq_len=32),
     "tiny": dict(lr=4e-2, warmup_steps=5, seq_len=8),
 }
 
 
 class GeneratorTask(Task):
+    """The run directory is a pipeline directory: `prepare` writes the tokenizer and the generator's config,
+    every checkpoint the generator's weights and the pipeline's config.json."""
+
     kind = "generator"
-    weights_name = "generator.safetensors"
+    weights_name = f"generator/{WEIGHTS}"
+    # Runs before the pipeline's sub-folders kept the weights beside config.json; a resume moves them.
+    obsolete = ("tokenizer.safetensors", "generator.safetensors")
     # The optimizer's settings may change on resume; what decides the sequences trained on may not.
     changeable = frozenset({"lr", "weight_decay", "betas", "warmup_steps", "grad_clip"})
 
-    def __init__(self, generator, cache: TokenCache, train: GeneratorTrainConfig, run: RunConfig, tokenizer,
-                 export: dict[str, Any]):
-        self.model, self.cache, self.train, self.run = generator, cache, train, run
-        self.tokenizer, self.export = tokenizer, export
+    def __init__(self, generator, cache: TokenCache, train: GeneratorTrainConfig, run: RunConfig, tokenizer):
+        self.model, self.cache, self.train, self.run, self.tokenizer = generator, cache, train, run, tokenizer
         window = generator.config.window
         if train.crops == "equivariant":
             if window is None:
@@ -124,11 +133,11 @@ class GeneratorTask(Task):
         return to_dict(self.train)
 
     def prepare(self, out: Path) -> None:
-        save_weights(out / "tokenizer.safetensors", self.tokenizer.state_dict())   # the pipeline's tokenizer
+        commit_files(out, {**model_files(to_dict(self.tokenizer.config), self.tokenizer.state_dict(), "tokenizer"),
+                           f"generator/{CONFIG}": json_bytes(to_dict(self.model.config))})
 
     def export_config(self, ema_model) -> dict[str, Any]:
-        return {**self.export, "generator": to_dict(self.model.config), "training": to_dict(self.train),
-                "run": to_dict(self.run)}
+        return {**pipeline_config(self.cache.classes), "training": to_dict(self.train), "run": to_dict(self.run)}
 
 
 def default_cache_dir(out: str | Path) -> Path:
@@ -140,15 +149,10 @@ def train_generator(tokenizer_dir: str | Path, data: str, out: str | Path, run: 
                     cache_dir: str | Path | None = None, cache_images: int = 20_000, cache_width: int | None = None,
                     **model_overrides: Any):
     """`eqgen train generator`: encode the data once into a token cache, then train; `out` becomes a pipeline
-    directory (config.json + tokenizer.safetensors + generator.safetensors) that `Pipeline.from_pretrained`
-    and every `--model` option load."""
-    from .data.sources import ImageSource
-    from .generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
-    from .pipeline import Pipeline
-    from .tokenizer import ColumnTokenizer
-
+    directory (tokenizer/, generator/, config.json) that `Pipeline.from_pretrained` and every `--model` option
+    load. `tokenizer_dir`: a tokenizer directory, or a pipeline directory whose tokenizer to use."""
     out = Path(out)
-    tokenizer = ColumnTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
     height = tokenizer.config.height
     source = ImageSource(data, height, cache_width or height, seed=run.seed)
     cache = build_token_cache(tokenizer, source, cache_dir or default_cache_dir(out), cache_images,
@@ -165,11 +169,11 @@ def train_generator(tokenizer_dir: str | Path, data: str, out: str | Path, run: 
     else:
         config = from_preset(GeneratorConfig, GENERATOR_PRESETS, preset, token_dim=cache.token_dim,
                              num_classes=len(cache.classes), **model_overrides)
-    if resume:   # the run's own config, which must be the one asked for
-        config = resumed_config(GeneratorConfig, out, config, section="generator")
+    if resume:   # the run's own config, which must be the one asked for (in config.json in earlier runs)
+        config = (resumed_config(GeneratorConfig, out / "generator", config) if (out / "generator" / CONFIG).exists()
+                  else resumed_config(GeneratorConfig, out, config, section="generator"))
     torch.manual_seed(run.seed)
     generator = EquivariantGenerator(config)
     if start is not None and not resume:
         load_fitting(generator, start.state_dict(), str(train.init_from), "does not fit the configured generator")
-    export = {"tokenizer": to_dict(tokenizer.config), "classes": cache.classes}
-    return fit(GeneratorTask(generator, cache, train, run, tokenizer, export), run, out, resume=resume)
+    return fit(GeneratorTask(generator, cache, train, run, tokenizer), run, out, resume=resume)

@@ -5,36 +5,45 @@
     strip = pipe.panorama("coast", width=8192)             # uint8 [H, 8192, 3], bounded memory
     pipe.save_pretrained("my_model")
 
-A pipeline directory holds `config.json` ({"tokenizer": ..., "generator": ..., "classes": [...]}),
-`tokenizer.safetensors` and `generator.safetensors`; a finished `eqgen train generator` run is one.
+A pipeline directory holds one sub-folder per component, each a model directory of its own (config.json +
+model.safetensors) that its class loads alone, and a config.json that names the components' classes and the
+class names:
+
+    my_model/config.json               {"tokenizer": "ColumnTokenizer", "generator": "EquivariantGenerator",
+                                        "classes": [...]}
+    my_model/tokenizer/                ColumnTokenizer.from_pretrained("my_model/tokenizer")
+    my_model/generator/                EquivariantGenerator.from_pretrained("my_model/generator")
+
+An `eqgen train generator` run is one. Directories written before the sub-folders (the shipped model, earlier
+runs) keep both configs in config.json ({"tokenizer": {...}, "generator": {...}, "classes": [...]}) beside
+`tokenizer.safetensors` and `generator.safetensors`; they load as they are.
 """
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import CONFIG, load_fitting, load_weights, save_weights
-from .configs import from_dict, load_json, save_json, to_dict
+from .checkpoint import CONFIG, WEIGHTS, model_files
+from .configs import from_dict, to_dict
 from .errors import EqgenError
+from .files import JsonObject, commit_files, json_bytes, load_json
 from .generator import EquivariantGenerator, GeneratorConfig
 from .imageio import to_uint8
-from .sampling import TokenSampler, as_generator, generate_tokens
+from .sampling import PANORAMA, SamplingOptions, TokenSampler, generate_tokens
 from .tokenizer import ColumnTokenizer, TokenizerConfig
-from .training import resolve_device
+from .devices import resolve_device
 
 BUILTIN = Path(__file__).parent / "assets" / "builtin"
-# Heun on a grid denser near the data (rho 1.5): 10 steps = 19 head evaluations per token, closer to the exact
-# ODE solution than the paper's 100 Euler steps (benchmarks/bench_solvers.py).
-DEFAULTS = dict(cfg=3.0, steps=10, solver="heun", rho=1.5, temperature=1.0)
 # Outpainting: the given image's last column cross-fades into this many decoded columns. The decoder's output
 # starts from its reconstruction of the image, not the image, so with no blend the join jumps 4.6× as much as
 # its neighbouring columns; with 4 columns 0.84×, a render's own join 1.11× (benchmarks/bench_outpainting.py).
 SEAM_BLEND = 4
+COMPONENTS = {"tokenizer": ColumnTokenizer, "generator": EquivariantGenerator}  # sub-folder -> class
 
 
 class Pipeline:
@@ -46,26 +55,19 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path = "builtin", device: str | torch.device = "cpu") -> "Pipeline":
+        """A pipeline directory (either layout), "builtin" (the shipped model) or a Hub id."""
         directory = _resolve(path)
-        file = directory / CONFIG
-        config = load_json(file)
-        missing = [key for key in ("tokenizer", "generator", "classes") if key not in config]
-        if missing:
-            raise EqgenError(f"{directory} is not an eqgen pipeline ({file} lacks {', '.join(missing)})")
-        tokenizer_config = from_dict(TokenizerConfig, config["tokenizer"], str(file))
-        generator_config = from_dict(GeneratorConfig, config["generator"], str(file))
-        check_parts(tokenizer_config, generator_config, config["classes"], source=f"{file}: ")
-        tokenizer = _load_part(ColumnTokenizer, tokenizer_config, directory / "tokenizer.safetensors", file)
-        generator = _load_part(EquivariantGenerator, generator_config, directory / "generator.safetensors", file)
-        return cls(tokenizer, generator, config["classes"]).to(device)
+        config = read_config(directory)
+        tokenizer, generator = (_component(directory, config, name) for name in COMPONENTS)
+        check_parts(tokenizer.config, generator.config, config["classes"], source=f"{directory / CONFIG}: ")
+        return cls(tokenizer.load(), generator.load(), config["classes"]).to(device)  # the weights once all fit
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
-        """Write the pipeline directory; dtype=torch.float16 halves its size."""
-        path = Path(path)
+        """Write the pipeline directory, config.json last; dtype=torch.float16 halves its size."""
+        files = {}
         for name, module in (("tokenizer", self.tokenizer), ("generator", self.generator)):
-            save_weights(path / f"{name}.safetensors", {k: v.to(dtype) for k, v in module.state_dict().items()})
-        save_json(path / CONFIG, {"tokenizer": to_dict(self.tokenizer.config),
-                                  "generator": to_dict(self.generator.config), "classes": self.classes})
+            files |= model_files(to_dict(module.config), module.state_dict(), folder=name, dtype=dtype)
+        commit_files(path, {**files, CONFIG: json_bytes(pipeline_config(self.classes))})
 
     def to(self, device: str | torch.device) -> "Pipeline":
         device = resolve_device(str(device))  # "auto" allowed; an absent CUDA is one line, not a traceback
@@ -128,37 +130,41 @@ class Pipeline:
         head.velocity = torch.compile(head.velocity, dynamic=False)
         return self
 
-    def sampler(self, classes, num_tokens: int, *, seed: int = 0, **options) -> TokenSampler:
-        """A `TokenSampler` for interactive work: step, roll back, continue (see eqgen.sampling)."""
-        return TokenSampler(self.generator, self.labels(classes), num_tokens,
-                            generator=torch.Generator().manual_seed(seed), **{**DEFAULTS, **options})
+    def sampler(self, classes, num_tokens: int, options: SamplingOptions = SamplingOptions(),
+                **changes) -> TokenSampler:
+        """A `TokenSampler` for interactive work: step, roll back, continue (see eqgen.sampling). `options`
+        (eqgen's defaults) or keywords changing single fields: seed, cfg, cfg_schedule, temperature, steps,
+        solver, rho."""
+        return TokenSampler(self.generator, self.labels(classes), num_tokens, options.replace(**changes))
 
     # -- generation ---------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, classes, num_tokens: int | None = None, *, seed: int | Sequence[int] = 0,
-                 cfg_schedule: str = "linear", progress: bool = False, **options) -> torch.Tensor:
+    def generate(self, classes, num_tokens: int | None = None, *, options: SamplingOptions = SamplingOptions(),
+                 rng=None, progress: bool = False, **changes) -> torch.Tensor:
         """One image per entry of `classes`: [B,3,H,num_tokens·f] in [-1, 1] (default: the training length).
-        seed: one for the batch, or one per image (each image then depends on its own seed only, whatever
-        batch it is made in). Options: cfg, steps, solver, rho, temperature (defaults in `DEFAULTS`)."""
+        `options` (eqgen's defaults), or keywords changing single fields: `generate(labels, seed=1, cfg=2)`.
+        rng: one seed (or torch.Generator) per image instead of `options.seed`: each image then depends on its
+        own seed only, whatever batch it is made in."""
         num_tokens = num_tokens or self.generator.config.train_tokens
-        tokens = generate_tokens(self.generator, self.labels(classes), num_tokens, cfg_schedule=cfg_schedule,
-                                 generator=as_generator(seed), progress=progress,
-                                 **{**DEFAULTS, **options})
+        tokens = generate_tokens(self.generator, self.labels(classes), num_tokens, options.replace(**changes),
+                                 rng=rng, progress=progress)
         return self.decode(tokens)
 
     @torch.no_grad()
-    def panorama(self, cls: str | int, width: int, *, tile: int = 64, overlap: int = 8, progress: bool = True,
-                 left: torch.Tensor | None = None, blend: int = SEAM_BLEND, **options) -> np.ndarray:
+    def panorama(self, cls: str | int, width: int, *, left: torch.Tensor | None = None, tile: int = 64,
+                 overlap: int = 8, blend: int = SEAM_BLEND, progress: bool = True,
+                 options: SamplingOptions = PANORAMA, **changes) -> np.ndarray:
         """One very wide image, uint8 [H, width, 3]: tokens generated one by one with the windowed cache,
         then decoded in overlapping tiles, so memory does not grow with the width beyond the uint8 result.
 
         left: an image [3, H, w] in [-1, 1] to continue to the right (outpainting; w a multiple of the token
         width, see `eqgen.imageio.fit_image`). Its pixels are kept exactly: they replace the decoder's
         reconstruction of its tokens, and the decoded continuation starts where those tokens end, its first
-        `blend` columns cross-faded from the image's last column (`join`). Options as for `panorama_tokens`."""
+        `blend` columns cross-faded from the image's last column (`join`). Options and keyword changes as for
+        `panorama_tokens`."""
         _check_tiles(tile, overlap)  # before the tokens are generated, not after
-        tokens = self.panorama_tokens(cls, width, left=left, progress=progress, **options)
+        tokens = self.panorama_tokens(cls, width, left=left, progress=progress, options=options.replace(**changes))
         canvas = np.empty((self.height, width, 3), np.uint8)
         for x0, pixels in self.decode_tiles(tokens, tile, overlap, progress):
             canvas[:, x0:x0 + pixels.shape[1]] = pixels
@@ -168,19 +174,19 @@ class Pipeline:
         return canvas
 
     @torch.no_grad()
-    def panorama_tokens(self, cls: str | int, width: int, *, seed: int = 0, left: torch.Tensor | None = None,
-                        cfg_schedule: str = "constant", progress: bool = False, **options) -> torch.Tensor:
+    def panorama_tokens(self, cls: str | int, width: int, *, left: torch.Tensor | None = None, progress: bool = False,
+                        options: SamplingOptions = PANORAMA, **changes) -> torch.Tensor:
         """The generator tokens [1, width/f, C] of a panorama.
 
         left: an image [3, H, w] in [-1, 1], w a multiple of the token width, to continue to the right: it is
-        encoded and its tokens start the sequence. cfg_schedule defaults to constant: a linear ramp along a
-        panorama would leave its left part barely guided. Other options: cfg, steps, solver, rho, temperature."""
+        encoded and its tokens start the sequence. `options` default to `sampling.PANORAMA` (constant guidance);
+        keywords change single fields."""
         num_tokens = self.tokens_for_width(width)
         prefix = None
         if left is not None:
             self._check_left(left, width)
             prefix = self.encode(left[None])
-        sampler = self.sampler([cls], num_tokens, seed=seed, cfg_schedule=cfg_schedule, **options)
+        sampler = self.sampler([cls], num_tokens, options.replace(**changes))
         sampler.start(prefix)
         for _ in tqdm(range(sampler.length, num_tokens), disable=not progress, desc="tokens"):
             sampler.step()
@@ -244,18 +250,57 @@ def check_parts(tokenizer: TokenizerConfig, generator: GeneratorConfig, classes,
                          f"models {generator.token_dim}")
 
 
-def _load_part(module_class, config, weights: Path, file: Path) -> torch.nn.Module:
-    """The tokenizer or generator of a pipeline directory; what the model itself refuses in its config is
-    reported with the file."""
-    try:
-        module = module_class(config)
-    except EqgenError as err:
-        raise EqgenError(f"{file}: {weights.stem}: {err}") from None
-    except (RuntimeError, ValueError) as err:  # sizes torch cannot build (a negative width)
-        raise EqgenError(f"{file}: {weights.stem}: these sizes do not make a model "
-                         f"({str(err).splitlines()[0]})") from None
-    load_fitting(module, load_weights(weights), str(weights), f"does not fit the {weights.stem} config in {file}")
-    return module
+def pipeline_config(classes: Sequence[str]) -> dict[str, Any]:
+    """The config.json of a pipeline directory: the class of each component's sub-folder, and the class names."""
+    return {**{name: module_class.__name__ for name, module_class in COMPONENTS.items()}, "classes": list(classes)}
+
+
+def read_config(directory: Path) -> JsonObject:
+    """The config.json of a pipeline directory, with the keys every pipeline has."""
+    file = directory / CONFIG
+    config = load_json(file)
+    missing = [key for key in (*COMPONENTS, "classes") if key not in config]
+    if missing:
+        raise EqgenError(f"{directory} is not an eqgen pipeline ({file} lacks {', '.join(missing)})")
+    return config
+
+
+class _Component(NamedTuple):
+    """A component of a pipeline directory, its config read and checked, its weights not yet loaded."""
+    module_class: type
+    config: Any
+    weights: Path
+    source: str       # where the config is, as errors name it ("path/config.json: generator: ")
+    verdict: str      # what weights that do not fit the config are told
+
+    def load(self) -> torch.nn.Module:
+        return self.module_class.from_weights(self.config, self.weights, self.source, self.verdict)
+
+
+def _component(directory: Path, config: JsonObject, name: str) -> _Component:
+    """Component `name` of the pipeline directory whose config.json is `config`: its sub-folder, which
+    config.json names by class, or, in directories written before the sub-folders, its section of config.json
+    and NAME.safetensors beside it."""
+    module_class, value, file = COMPONENTS[name], config[name], directory / CONFIG
+    if value == module_class.__name__:
+        part = directory / name / CONFIG
+        return _Component(module_class, from_dict(module_class.config_class, load_json(part)), part.parent / WEIGHTS,
+                          f"{part}: ", "does not hold weights for its config.json")
+    if isinstance(value, str):
+        raise EqgenError(f"{file}: {name} must be {module_class.__name__!r} (the class of its sub-folder) or "
+                         f"its config, got {value[:40]!r}")
+    return _Component(module_class, from_dict(module_class.config_class, value, str(file)),
+                      directory / f"{name}.safetensors", f"{file}: {name}: ",
+                      f"does not fit the {name} config in {file}")
+
+
+def load_tokenizer(path: str | Path) -> ColumnTokenizer:
+    """A tokenizer directory, or the tokenizer of a pipeline directory (either layout, "builtin", a Hub id)."""
+    directory = _resolve(path)
+    config = load_json(directory / CONFIG)
+    if "tokenizer" not in config:   # a tokenizer directory of its own
+        return ColumnTokenizer.from_pretrained(directory)
+    return _component(directory, config, "tokenizer").load()
 
 
 def _check_tiles(tile: int, overlap: int) -> None:

@@ -1,4 +1,9 @@
-"""Generating column tokens one at a time: the windowed KV cache, prefill / decode, and the token loop.
+"""Generating column tokens one at a time: the sampling options, the windowed KV cache, prefill / decode, and
+the token loop.
+
+`SamplingOptions` is the one home of how tokens are sampled (seed, guidance, temperature, solver) and of its
+defaults: eqgen's (`SamplingOptions()`), the official sampler's (`OFFICIAL`) and the panoramas' (`PANORAMA`).
+Every entry point (Pipeline, TokenSampler, the app, the command line) takes one, or keywords naming its fields.
 
 With windowed attention each layer of the next token reads only that layer's keys/values of the last `window`
 tokens, so a cache holding just those makes the cost and memory of every token constant, however wide the
@@ -11,13 +16,18 @@ column k, continue — which is what interactive editing needs (paper Fig. 6). `
 end. Its `recompute` mode runs the transformer over the whole prefix at every step instead, the official
 algorithm, kept for parity checks and benchmarks.
 
-Randomness: one `randn(B, C)` per token (the ODE's start), drawn on the generator's device in token order and
-nothing else, as the official sampler does — so the same seed gives the official tokens. Given one generator per
-image instead, each image draws its own `randn(C)` per token, so an image depends on its own seed only, not on
-the batch it was made in (how `eqgen sample --out-dir` makes sample sets of any size on any number of processes).
+Randomness: one `randn(B, C)` per token (the ODE's start), drawn from the sampler's `rng` in token order and
+nothing else, as the official sampler does — so the same seed gives the official tokens. Given one RNG (or seed)
+per image instead, each image draws its own `randn(C)` per token, so an image depends on its own seed only, not
+on the batch it was made in (how `eqgen sample --out-dir` makes sample sets of any size on any number of
+processes).
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -28,6 +38,61 @@ from .flow import cfg_scale, check_solver, solve
 from .generator import NULL_LABEL, ClassContext, EquivariantGenerator, receptive_field
 
 MODES = ("cached", "recompute")
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How tokens are sampled. The defaults are eqgen's: Heun on a time grid denser near the data (rho 1.5),
+    whose 10 steps (19 head evaluations per token) come closer to the exact ODE solution than the paper's 100
+    Euler steps (benchmarks/bench_solvers.py), and guidance 3 rising linearly along the sequence.
+
+    seed: the sampler's RNG is a CPU generator seeded with it; None draws from the global RNG (after
+        torch.manual_seed(s), the official sampler's draws for seed s).
+    cfg: the classifier-free guidance scale (1 = none); cfg_schedule: "linear" (official) rises from about 1 at
+        the first token to cfg at the last, "constant" is cfg everywhere.
+    temperature: scales the ODE's start noise (1.0 = the official sampler, which ignores its temperature;
+        lower = calmer, less varied tokens).
+    steps, solver, rho: the flow head's ODE solve (`flow.solve`).
+    """
+
+    seed: int | None = 0
+    cfg: float = 3.0
+    cfg_schedule: str = "linear"
+    temperature: float = 1.0
+    steps: int = 10
+    solver: str = "heun"
+    rho: float = 1.5
+
+    def __post_init__(self):
+        if self.seed is not None and not (isinstance(self.seed, numbers.Integral) and not isinstance(self.seed, bool)
+                                          and 0 <= self.seed < 2**64):
+            raise EqgenError(f"seed must be an integer from 0 to 2**64 - 1 (or None), got {self.seed!r}")
+        if not (math.isfinite(self.cfg) and self.cfg >= 0):
+            raise EqgenError(f"cfg must be a finite number ≥ 0, got {self.cfg}")
+        cfg_scale(0, 1, self.cfg, self.cfg_schedule)  # an unknown schedule is refused here, not at the first step
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise EqgenError(f"temperature must be at least 0, got {self.temperature}")
+        check_solver(self.solver, self.steps, self.rho)
+
+    def replace(self, **changes) -> "SamplingOptions":
+        """These options with the named fields changed (and checked); an unknown name is refused in one line."""
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = [name for name in changes if name not in names]
+        if unknown:
+            raise EqgenError(f"unknown sampling option(s) {', '.join(unknown)}; the options are {', '.join(names)}")
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def rng(self) -> torch.Generator | None:
+        """A fresh RNG for these options: a CPU generator seeded with `seed`, or None for the global RNG."""
+        return None if self.seed is None else torch.Generator().manual_seed(self.seed)
+
+
+# The official sampler's settings: 100 Euler steps on a uniform time grid, no guidance unless asked for, the
+# global RNG. The low-level sampler (`TokenSampler`, `generate_tokens`) defaults to them, for parity.
+OFFICIAL = SamplingOptions(seed=None, cfg=1.0, steps=100, solver="euler", rho=1.0)
+# Panoramas (and the app, which grows one): constant guidance, since a linear ramp along a panorama would leave
+# its left part barely guided.
+PANORAMA = SamplingOptions(cfg_schedule="constant")
 
 
 class KVCache:
@@ -55,14 +120,22 @@ class KVCache:
         return 0 if self.k is None else sum(t.untyped_storage().nbytes() for t in (self.k, self.v, self.positions))
 
 
-Generators = torch.Generator | int | Sequence[torch.Generator | int] | None
+RNG = torch.Generator | int | Sequence[torch.Generator | int] | None
 
 
-def as_generator(rng: Generators) -> torch.Generator | list[torch.Generator] | None:
-    """A seed becomes a CPU generator (the same draws as torch.manual_seed(seed)); None = the global RNG; a
-    sequence of seeds or generators becomes one generator per image."""
+def sampler_rng(options: SamplingOptions, rng: RNG = None,
+                generator: RNG = None) -> torch.Generator | list[torch.Generator] | None:
+    """The RNG a sampler draws from: `rng` when given (a seed becomes a CPU generator, the same draws as
+    torch.manual_seed(seed); a sequence, one RNG per image), else the one `options.seed` names. `generator` is
+    the earlier name of `rng`."""
+    if generator is not None:
+        if rng is not None:
+            raise EqgenError("give the sampler's RNG as rng= (generator= is its earlier name), not both")
+        rng = generator
+    if rng is None:
+        return options.rng()
     if isinstance(rng, (list, tuple)):
-        return [as_generator(r) for r in rng]
+        return [sampler_rng(options, r) for r in rng]
     return torch.Generator().manual_seed(rng) if isinstance(rng, int) else rng
 
 
@@ -85,33 +158,28 @@ class TokenSampler:
     """Samples the tokens of B images left to right; `rollback(k)` forgets everything from column k on.
 
     cfg ≠ 1 runs the conditional and the unconditional (null class) branch as one batch of 2B, like the
-    official sampler; `temperature` scales the ODE's start noise (1.0 = the official sampler, which ignores
-    its temperature; lower = calmer, less varied tokens). `num_tokens` is the intended length: the linear cfg
-    schedule rises along it (sampling may continue past it). The defaults (Euler, 100 steps on a uniform
-    time grid, rho = 1) are the official sampler's; `Pipeline.DEFAULTS` are eqgen's faster ones (Heun, 10
-    steps, rho = 1.5: more accurate than 100 Euler steps with 19 head evaluations, bench_solvers.py).
+    official sampler. `num_tokens` is the intended length: the linear cfg schedule rises along it (sampling may
+    continue past it). `options` default to the official sampler's (`OFFICIAL`); keywords change single fields
+    (`steps=10`). rng: a torch.Generator or a seed, or one of them per image; `options.seed` gives it when it
+    is None (`generator=`, its earlier name, is accepted too).
     """
 
-    def __init__(self, model: EquivariantGenerator, labels: torch.Tensor, num_tokens: int, *, cfg: float = 1.0,
-                 cfg_schedule: str = "linear", steps: int = 100, solver: str = "euler", rho: float = 1.0,
-                 temperature: float = 1.0, generator: Generators = None, mode: str = "cached"):
+    def __init__(self, model: EquivariantGenerator, labels: torch.Tensor, num_tokens: int,
+                 options: SamplingOptions = OFFICIAL, *, rng: RNG = None,
+                 mode: str = "cached", generator: RNG = None, **changes):
         if mode not in MODES:
             raise EqgenError(f"unknown sampling mode {mode!r}; choose one of {', '.join(MODES)}")
         if num_tokens < 1:
             raise EqgenError(f"num_tokens must be at least 1, got {num_tokens}")
-        if temperature < 0:
-            raise EqgenError(f"temperature must be at least 0, got {temperature}")
         if model.training:  # dropout would make the tokens random beyond the seed
             raise EqgenError("the generator is in training mode; call .eval() before sampling")
-        cfg_scale(0, num_tokens, cfg, cfg_schedule)  # reject bad options now, not at the first step
-        check_solver(solver, steps, rho)
         self.model, self.num_tokens, self.mode = model, num_tokens, mode
-        self.cfg, self.cfg_schedule, self.steps, self.solver, self.rho = cfg, cfg_schedule, steps, solver, rho
-        self.temperature, self.generator = temperature, as_generator(generator)
+        self.options = options.replace(**changes)
+        self.rng = sampler_rng(self.options, rng, generator)
+        if isinstance(self.rng, list) and len(self.rng) != len(labels):
+            raise EqgenError(f"{len(self.rng)} seeds for {len(labels)} images: give one per image")
         self.device, self.dtype = next(model.parameters()).device, next(model.parameters()).dtype
         self.batch = len(labels)
-        if isinstance(self.generator, list) and len(self.generator) != self.batch:
-            raise EqgenError(f"{len(self.generator)} seeds for {self.batch} images: give one per image")
         labels = labels.to(self.device)
         if self.guided:
             labels = torch.cat([labels, torch.full_like(labels, NULL_LABEL)])
@@ -121,7 +189,7 @@ class TokenSampler:
 
     @property
     def guided(self) -> bool:
-        return self.cfg != 1.0
+        return self.options.cfg != 1.0
 
     @property
     def length(self) -> int:
@@ -170,39 +238,36 @@ class TokenSampler:
     @torch.no_grad()
     def step(self) -> torch.Tensor:
         """Generate the next column; returns it, [B, C]."""
-        z = self.condition()
-        scale = cfg_scale(self.length, self.num_tokens, self.cfg, self.cfg_schedule) if self.guided else None
-        noise = self.start_noise().to(self.device, self.dtype) * self.temperature  # float32 whatever the model's dtype
-        token = solve(self.model.head, z, noise, self.steps, self.solver, scale, self.rho)
+        z, o = self.condition(), self.options
+        scale = cfg_scale(self.length, self.num_tokens, o.cfg, o.cfg_schedule) if self.guided else None
+        noise = self.start_noise().to(self.device, self.dtype) * o.temperature  # drawn in float32 whatever the model's dtype
+        token = solve(self.model.head, z, noise, o.steps, o.solver, scale, o.rho)
         self.tokens = torch.cat([self.tokens, token[:, None]], dim=1)
         self._z = None
         return token
 
     def start_noise(self) -> torch.Tensor:
-        """The next token's ODE start [B, C]: from the one generator, or a row from each image's own."""
+        """The next token's ODE start [B, C]: from the one RNG, or a row from each image's own."""
         C = self.model.config.token_dim
-        if isinstance(self.generator, list):
-            return torch.stack([torch.randn(C, generator=g, device=g.device) for g in self.generator])
-        return torch.randn(self.batch, C, generator=self.generator,
-                           device=self.generator.device if self.generator is not None else "cpu")
+        if isinstance(self.rng, list):
+            return torch.stack([torch.randn(C, generator=g, device=g.device) for g in self.rng])
+        return torch.randn(self.batch, C, generator=self.rng, device=self.rng.device if self.rng is not None else "cpu")
 
     def cache_nbytes(self) -> int:
         return sum(cache.nbytes() for cache in self.caches)
 
 
 @torch.no_grad()
-def generate_tokens(model: EquivariantGenerator, labels: torch.Tensor, num_tokens: int, *,
-                    prefix: torch.Tensor | None = None, cfg: float = 1.0, cfg_schedule: str = "linear",
-                    steps: int = 100, solver: str = "euler", rho: float = 1.0, temperature: float = 1.0,
-                    generator: Generators = None, mode: str = "cached",
-                    progress: bool = False) -> torch.Tensor:
+def generate_tokens(model: EquivariantGenerator, labels: torch.Tensor, num_tokens: int,
+                    options: SamplingOptions = OFFICIAL, *, prefix: torch.Tensor | None = None,
+                    rng: RNG = None, mode: str = "cached", progress: bool = False,
+                    generator: RNG = None, **changes) -> torch.Tensor:
     """Tokens [B, num_tokens, C] for labels [B] (NULL_LABEL = unconditional), continuing `prefix` [B, P, C]
-    when given (its tokens are kept; columns P … num_tokens−1 are generated).
-
-    generator: a torch.Generator, a seed, or None for the global RNG (then torch.manual_seed(s) first gives
-    the official sampler's tokens for seed s); or one seed or generator per image."""
-    sampler = TokenSampler(model, labels, num_tokens, cfg=cfg, cfg_schedule=cfg_schedule, steps=steps,
-                           solver=solver, rho=rho, temperature=temperature, generator=generator, mode=mode)
+    when given (its tokens are kept; columns P … num_tokens−1 are generated). options, rng, mode and keyword
+    changes as for `TokenSampler`; by default the global RNG (then torch.manual_seed(s) first gives the
+    official sampler's tokens for seed s)."""
+    sampler = TokenSampler(model, labels, num_tokens, options.replace(**changes), rng=rng, mode=mode,
+                           generator=generator)
     sampler.start(prefix)
     if sampler.length > num_tokens:
         raise EqgenError(f"the prefix has {sampler.length} tokens, more than num_tokens={num_tokens}")

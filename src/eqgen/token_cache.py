@@ -13,7 +13,7 @@ new noise every time a sequence is used. Each DDP process reads its own contiguo
 """
 from __future__ import annotations
 
-import json
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write_bytes
-from .configs import from_dict, load_json
+from .configs import from_dict
 from .errors import EqgenError
+from .files import atomic_write_bytes, load_json, save_json
 
 INDEX = "index.json"
 
@@ -87,7 +87,7 @@ def build_token_cache(tokenizer, source, directory: str | Path, num_images: int,
     first = np.load(directory / shards[0]["tokens"], mmap_mode="r")
     index = {"signature": signature, "shards": shards, "length": first.shape[1], "token_dim": first.shape[2],
              "classes": list(source.classes)}
-    atomic_write_bytes(directory / INDEX, json.dumps(index, indent=1).encode())
+    save_json(directory / INDEX, index)
     return TokenCache(directory)
 
 
@@ -126,10 +126,9 @@ def _open_shard(path: Path, shape: tuple[int, ...], dtype: type, rebuild: str) -
 def _write_shard(directory: Path, i: int, tokens: np.ndarray, labels: np.ndarray) -> dict:
     names = {"tokens": f"tokens_{i:05d}.npy", "labels": f"labels_{i:05d}.npy", "rows": len(tokens)}
     for key, array in (("tokens", tokens), ("labels", labels)):
-        tmp = directory / (names[key] + ".tmp")
-        with tmp.open("wb") as f:
-            np.save(f, array)
-        tmp.replace(directory / names[key])
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        atomic_write_bytes(directory / names[key], buffer.getvalue())
     return names
 
 

@@ -15,14 +15,15 @@ from typing import Any, Iterator
 
 import torch
 
-from .checkpoint import CONFIG
-from .configs import from_dict, from_preset, load_json, to_dict
+from .configs import from_dict, from_preset, to_dict
 from .data.sources import ImageSource
 from .errors import EqgenError
 from .imageio import save_grid
 from .losses import TokenizerLoss, TokenizerLossConfig
+from .pipeline import load_tokenizer
 from .tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
-from .training import RunConfig, Task, clip_and_step, fit, resumed_config, warmup_lr
+from .resume import resumed_config
+from .training import RunConfig, Task, clip_and_step, fit, warmup_lr
 
 
 @dataclass
@@ -34,7 +35,7 @@ class TokenizerTrainConfig:
     decay_factor: float = 0.2
     grad_clip: float = 1.0
     decoder_only: bool = False                  # the second stage; needs init_from
-    init_from: str | None = None                # a tokenizer directory to start from
+    init_from: str | None = None                # a tokenizer directory, or a pipeline's, to start from
     image_width: int = 0                        # training image width in pixels; 0 = square
     eval_images: int = 64                       # held-out images for the PSNR at each evaluation
     eval_wide: int = 8                          # the PNG's landscapes are this many heights wide
@@ -52,7 +53,7 @@ class TokenizerTrainConfig:
             raise EqgenError("decoder-only training fine-tunes a trained tokenizer: give init_from (its directory)")
 
 
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+TOKENIZER_TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # The built-in landscapes on a CPU: no pretrained backbones, so pixel L1 + regulariser + PatchGAN.
     # β=(0.9, 0.99) instead of the official (0.5, 0.9), made for the GAN phase: with L1 alone, 600 steps of
@@ -172,9 +173,11 @@ def train_tokenizer(data: str, out: str | Path, run: RunConfig, preset: str = "d
     `overrides` are TokenizerConfig fields (None = not given)."""
     out = Path(out)
     given = {k: v for k, v in overrides.items() if v is not None}
-    train = train or from_preset(TokenizerTrainConfig, TRAIN_PRESETS, preset if preset in TRAIN_PRESETS else "paper")
-    if train.init_from:
-        config = from_dict(TokenizerConfig, {**load_json(Path(train.init_from) / CONFIG), **given})
+    presets = TOKENIZER_TRAIN_PRESETS
+    train = train or from_preset(TokenizerTrainConfig, presets, preset if preset in presets else "paper")
+    start = load_tokenizer(train.init_from) if train.init_from else None
+    if start is not None:
+        config = from_dict(TokenizerConfig, {**to_dict(start.config), **given})
     else:
         config = from_preset(TokenizerConfig, TOKENIZER_PRESETS, preset, **given)
     if resume:   # the run's own config, which must be the one asked for (its latent scale is measured)
@@ -182,6 +185,6 @@ def train_tokenizer(data: str, out: str | Path, run: RunConfig, preset: str = "d
     source = ImageSource(data, config.height, train.image_width or config.height, seed=run.seed)
     torch.manual_seed(run.seed)
     tokenizer = ColumnTokenizer(config)
-    if train.init_from and not resume:   # a trained tokenizer's weights; `overrides` may change what keeps them
-        tokenizer.load_state_dict(ColumnTokenizer.from_pretrained(train.init_from).state_dict())
+    if start is not None and not resume:   # a trained tokenizer's weights; `overrides` may change what keeps them
+        tokenizer.load_state_dict(start.state_dict())
     return fit(TokenizerTask(tokenizer, source, train, run), run, out, resume=resume)

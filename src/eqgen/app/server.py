@@ -39,7 +39,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ..errors import EqgenError
 from ..imageio import to_uint8
 from ..pipeline import Pipeline
-from ..sampling import TokenSampler
+from ..sampling import PANORAMA, SamplingOptions, TokenSampler
 
 PAGE = Path(__file__).with_name("page.html")
 TILE, OVERLAP = 16, 4  # decode in small tiles: a rejected column changes only the pixels of nearby tiles
@@ -65,6 +65,7 @@ FIELDS = {
     "columns": Field(int, 1, 64),
     "x": Field(int),
 }
+REQUESTED = ("seed", "cfg", "temperature")  # the sampling options a request may set
 
 
 def parse(body: object, wanted: dict[str, object]) -> dict:
@@ -122,7 +123,6 @@ def _number(value: object, kind: type) -> int | float | None:
 @dataclass
 class Session:
     sampler: TokenSampler
-    num_tokens: int
 
     def png(self, pipe: Pipeline) -> bytes:
         """The image so far, decoded tile by tile (a tile's pixels depend only on its own tokens, so columns
@@ -141,10 +141,10 @@ class App:
     """The model and the live sessions; every method takes and returns plain JSON-able values and may be
     called from many threads (the model runs one request at a time)."""
 
-    def __init__(self, pipe: Pipeline, max_width: int = 4096, max_sessions: int = 8, *, seed: int = 0,
-                 cfg: float = 3.0, temperature: float = 1.0, **options):
-        """seed, cfg, temperature: the defaults of a request that leaves them out. options: the sampler's
-        (cfg_schedule, steps, solver, rho) for every request; the pipeline's defaults otherwise."""
+    def __init__(self, pipe: Pipeline, max_width: int = 4096, max_sessions: int = 8, *,
+                 options: SamplingOptions = PANORAMA, **changes):
+        """options (or keywords changing single fields): their seed, cfg and temperature are the defaults of a
+        request that leaves them out, the others (cfg_schedule, steps, solver, rho) hold for every request."""
         f = pipe.token_width
         if max_width < 2 * f or max_width % f:
             raise EqgenError(f"the maximum width must be a multiple of the token width {f} px and at least "
@@ -152,12 +152,10 @@ class App:
         if max_sessions < 1:
             raise EqgenError(f"the number of sessions must be at least 1, got {max_sessions}")
         self.pipe, self.max_width, self.max_sessions = pipe, max_width, max_sessions
-        self.defaults = parse(dict(seed=seed, cfg=cfg, temperature=temperature),
-                              dict(seed=None, cfg=None, temperature=None))
-        self.options = {"cfg_schedule": "constant", **options}
+        self.options = options.replace(**changes)
+        self.defaults = parse({name: getattr(self.options, name) for name in REQUESTED}, dict.fromkeys(REQUESTED))
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.lock = threading.Lock()  # the sampler and the model's caches are not thread-safe
-        self.pipe.sampler(pipe.classes[0], 2, **self.defaults, **self.options)  # a sampler checks them: now
 
     def info(self) -> dict:
         f = self.pipe.token_width
@@ -173,10 +171,9 @@ class App:
             raise EqgenError(f"width {r['width']} is more than this server allows ({self.max_width} px)")
         num_tokens = self.pipe.tokens_for_width(r["width"])
         with self.lock:
-            sampler = self.pipe.sampler(r["class"], num_tokens, seed=r["seed"], cfg=r["cfg"],
-                                        temperature=r["temperature"], **self.options)
+            sampler = self.pipe.sampler(r["class"], num_tokens, self.options, **{name: r[name] for name in REQUESTED})
             sid = uuid.uuid4().hex
-            self.sessions[sid] = Session(sampler, num_tokens)
+            self.sessions[sid] = Session(sampler)
             while len(self.sessions) > self.max_sessions:
                 self.sessions.popitem(last=False)
         return {"session": sid, "num_tokens": num_tokens, "done": 0}
@@ -185,9 +182,9 @@ class App:
         r = parse(request, {"session": None, "columns": 4})
         with self.lock:
             session = self._session(r["session"])
-            for _ in range(min(r["columns"], session.num_tokens - session.sampler.length)):
+            for _ in range(min(r["columns"], session.sampler.num_tokens - session.sampler.length)):
                 session.sampler.step()
-            return {"done": session.sampler.length, "num_tokens": session.num_tokens}
+            return {"done": session.sampler.length, "num_tokens": session.sampler.num_tokens}
 
     def reject(self, request: dict) -> dict:
         """Roll back to the column under pixel x: that token and everything after it is generated again."""
@@ -198,7 +195,7 @@ class App:
             if not 0 <= column < session.sampler.length:
                 raise EqgenError(f"column {column} has not been generated yet")
             session.sampler.rollback(column)
-            return {"done": session.sampler.length, "num_tokens": session.num_tokens, "column": column}
+            return {"done": session.sampler.length, "num_tokens": session.sampler.num_tokens, "column": column}
 
     def image(self, request: dict) -> bytes:
         r = parse(request, {"session": None})

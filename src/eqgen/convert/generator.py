@@ -2,9 +2,10 @@
 
 The official checkpoint is a `torch.save` dict with `model` and `model_ema` (evaluation uses `model_ema`) and
 `args`, the training script's argparse.Namespace. eqgen keeps the official names inside the blocks and the
-flow head, so the weights map by renaming four prefixes. The sizes are read off the tensor shapes; what the
-shapes cannot tell (heads, window, position shift, noise draws, dropouts) comes from `args` when present,
-else from explicit arguments, else from the official recipe (GeneratorConfig's defaults).
+flow head, so the weights map by renaming four prefixes and two misleading names (`NAMES`). The sizes are
+read off the tensor shapes; what the shapes cannot tell (heads, window, position shift, noise draws,
+dropouts) comes from `args` when present, else from explicit arguments, else from the official recipe
+(GeneratorConfig's defaults).
 """
 from __future__ import annotations
 
@@ -16,16 +17,18 @@ import torch
 
 from ..configs import from_dict
 from ..errors import EqgenError
-from ..generator import EquivariantGenerator, GeneratorConfig, check_config
+from ..generator import EquivariantGenerator, GeneratorConfig, check_config, rename_parts
 from ..checkpoint import check_fits
 from .common import read_checkpoint, state_dict_in
 
-RENAMES = (  # official prefix -> eqgen prefix
-    ("encoder_blocks.", "blocks."),
-    ("encoder_norm.", "norm."),
-    ("encoder_pos_embed_learned", "class_pos"),
-    ("diffloss.net.", "head."),
-)
+NAMES = {  # official -> eqgen, whole dotted parts of the keys
+    "encoder_blocks": "blocks",
+    "encoder_norm": "norm",
+    "encoder_pos_embed_learned": "class_pos",
+    "diffloss.net": "head",
+    "fake_latent": "null_class",        # the learned null class
+    "attn2.qkv": "attn2.q",             # the cross-attention's query projection (keys and values are attn2.k, .v)
+}
 HEADS = {"tiny_model": 4, "small_model": 8, "base_model": 12, "large_model": 16, "huge_model": 16}
 
 
@@ -74,17 +77,6 @@ def config_from_shapes(state: dict[str, torch.Tensor], source: str = "the state 
                          f"blocks.0.mlp.fc1.weight has an unexpected shape") from None
 
 
-def rename_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        for old, new in RENAMES:
-            if key.startswith(old):
-                key = new + key[len(old):]
-                break
-        out[key] = value
-    return out
-
-
 def convert_generator_state_dict(state: dict[str, torch.Tensor], args: dict[str, Any] | None = None,
                                  source: str = "the state dict", **overrides: Any
                                  ) -> tuple[GeneratorConfig, dict[str, torch.Tensor]]:
@@ -92,7 +84,7 @@ def convert_generator_state_dict(state: dict[str, torch.Tensor], args: dict[str,
 
     `args`: the official arguments (a checkpoint's `args`, or the constructor keywords); `overrides`:
     GeneratorConfig fields, which win over both."""
-    state = rename_official(state)
+    state = rename_parts(state, NAMES)
     fields = {**config_from_shapes(state, source), **config_from_args(args or {}, source), **overrides}
     if "heads" not in fields:
         raise EqgenError(f"{source} does not say how many attention heads it has: pass heads=N")

@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
-from ..configs import from_dict, from_preset, load_json, located
-from ..errors import EqgenError
-from ..tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
+from ..configs import from_dict, from_preset
 from ..checkpoint import check_fits
+from ..errors import EqgenError
+from ..files import load_json, located
+from ..tokenizer import TOKENIZER_PRESETS, ColumnTokenizer, TokenizerConfig
 from .common import read_checkpoint, state_dict_in
 
 MODULES = ("encoder", "decoder", "semantic_decoder", "quant_layer", "post_quant_layer")

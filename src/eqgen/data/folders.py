@@ -278,8 +278,8 @@ def _cover(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
 class ImageFolder(Dataset):
     """A class-labelled image folder: `dataset[i]` is (image float [3, height, width] in [-1, 1], label).
 
-    `classes` (sorted names) and `class_to_idx` are plain data for config.json. Call `set_epoch(e)` to draw
-    new crops and flips each epoch. `load_failures` counts files that broke at load time (per process).
+    `classes` are the sorted class names (label i is `classes[i]`). `dataset[epoch, i]` draws the crop and flip
+    of that epoch (`dataset[i]`: of epoch 0). `load_failures` counts files that broke at load time (per process).
     """
 
     def __init__(self, root: str | Path, height: int, width: int | None = None, *, train: bool = True,
@@ -293,7 +293,6 @@ class ImageFolder(Dataset):
         if self.index.skipped or self.index.skipped_folders:  # one line, however many files: the details are in `eqgen data inspect`
             log.warning("eqgen: %s in %s; `eqgen data inspect` lists them", self.index.skip_summary(), root)
         self.height, self.width, self.train, self.seed = height, width, train, seed
-        self.epoch = 0
         self.load_failures = 0
         self._broken: set[int] = set()
 
@@ -301,19 +300,13 @@ class ImageFolder(Dataset):
     def classes(self) -> list[str]:
         return self.index.classes
 
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.classes)}
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.index.samples)
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        # An (epoch, index) pair names the epoch itself: DataLoader workers never see `set_epoch`.
-        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
+        # The sampler's items are (epoch, index) pairs: every epoch draws new crops and flips, in DataLoader
+        # workers too, which share no state with the sampler.
+        epoch, index = index if isinstance(index, tuple) else (0, index)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         # A file that breaks now (it changed on disk, or was never verified) gives way to the next good one;

@@ -14,6 +14,7 @@ computes IS over consecutive parts of the file, which must not be single classes
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..errors import EqgenError
 from ..imageio import save_png, to_uint8
+from ..sampling import SamplingOptions
 
 MANIFEST = "eqgen_samples.json"
 NPZ = "samples.npz"
@@ -68,19 +70,23 @@ def _write_atomic(array: np.ndarray, path: Path) -> None:
 
 
 def write_samples(pipe, out_dir: str | Path, per_class: int, *, classes: Sequence[str | int] | None = None,
-                  seed: int = 0, batch_size: int = 32, width: int | None = None, npz: bool = False,
-                  model_name: str = "", progress: bool = True, **options) -> dict[str, float | int | str]:
+                  options: SamplingOptions = SamplingOptions(), batch_size: int = 32, width: int | None = None,
+                  npz: bool = False, model_name: str = "", progress: bool = True,
+                  **changes) -> dict[str, float | int | str]:
     """Write `per_class` images of each class (default: every class of the model) into `out_dir`; under
-    torchrun this rank's share. Options as for `Pipeline.generate` (cfg, cfg_schedule, steps, solver, rho,
-    temperature). Returns counts (of this rank: images generated, files written) and this rank's images/s."""
+    torchrun this rank's share. `options` (or keywords changing single fields) as for `Pipeline.generate`;
+    their seed is the set's, from which every image's own is derived. Returns counts (of this rank: images
+    generated, files written) and this rank's images/s."""
+    options = options.replace(**changes)
+    seed = options.seed or 0
     if per_class < 1 or batch_size < 1:
         raise EqgenError(f"--per-class and --batch-size must be at least 1, got {per_class} and {batch_size}")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     out_dir = Path(out_dir)
     labels = pipe.labels(pipe.classes if classes is None else list(classes)).tolist()
     num_tokens = pipe.tokens_for_width(width) if width else pipe.generator.config.train_tokens
-    settings = {"model": model_name, "classes": pipe.classes, "seed": seed, "width": num_tokens * pipe.token_width,
-                **{k: options[k] for k in sorted(options)}}
+    settings = {"model": model_name, "classes": pipe.classes, "width": num_tokens * pipe.token_width,
+                **dict(sorted(dataclasses.asdict(options).items())), "seed": seed}
     _check_manifest(out_dir, settings)   # every rank: all of them stop on a mismatch, none waits for the others
     if world > 1:
         dist.barrier()
@@ -99,7 +105,7 @@ def write_samples(pipe, out_dir: str | Path, per_class: int, *, classes: Sequenc
     tick = time.perf_counter()
     for b in todo:
         seeds = [image_seed(seed, *jobs[j]) for j in b]
-        images = to_uint8(pipe.generate([jobs[j][0] for j in b], num_tokens, seed=seeds, **options))
+        images = to_uint8(pipe.generate([jobs[j][0] for j in b], num_tokens, options=options, rng=seeds))
         for j, image in zip(b, images):
             if not paths[j].exists():
                 _write_atomic(image, paths[j])

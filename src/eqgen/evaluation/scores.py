@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..data.landscapes import iterate_landscapes
+from ..sampling import SamplingOptions
 from .classifier import SHIPPED, LandscapeClassifier
 from .inception import InceptionFeatures
 from .metrics import detail_ratio, fid_from_features, inception_score, precision_recall
@@ -37,11 +38,15 @@ def _compare(prefix: str, real: np.ndarray, fake: np.ndarray) -> dict[str, float
 
 
 @torch.no_grad()
-def landscape_scores(pipe, per_class: int = 16, seed: int = 0, batch: int = 32, inception: str | Path | None = None,
-                     classifier: str | Path | None = None, **options) -> dict[str, float]:
+def landscape_scores(pipe, per_class: int = 16, *, options: SamplingOptions = SamplingOptions(), batch: int = 32,
+                     inception: str | Path | None = None, classifier: str | Path | None = None,
+                     **changes) -> dict[str, float]:
     """Scores of `per_class` samples of every class; `reference_fid_real_vs_real` is the same FID between two
-    sets of renders of the same size: the floor that sampling noise alone gives. classifier: the landscape
-    classifier's directory (default: the shipped one)."""
+    sets of renders of the same size: the floor that sampling noise alone gives. `options` (or keywords
+    changing single fields) sample the images; their seed seeds the renders too (batch i samples with seed + i).
+    classifier: the landscape classifier's directory (default: the shipped one)."""
+    options = options.replace(**changes)
+    seed = options.seed or 0   # the scores need seeds for every batch, not the global RNG
     classifier, extractors = _extractors(inception, batch, classifier)
     n = per_class * len(pipe.classes)
     width = pipe.generator.config.train_tokens * pipe.token_width
@@ -50,7 +55,8 @@ def landscape_scores(pipe, per_class: int = 16, seed: int = 0, batch: int = 32, 
         return next(iterate_landscapes(n, pipe.height, width, seed=offset + seed))[0]
 
     labels = torch.arange(len(pipe.classes)).repeat_interleave(per_class)
-    fake = torch.cat([pipe.generate(chunk.tolist(), seed=seed + i, **options) for i, chunk in enumerate(labels.split(batch))])
+    fake = torch.cat([pipe.generate(chunk.tolist(), options=options, seed=seed + i)
+                      for i, chunk in enumerate(labels.split(batch))])
     real = renders(10**6)
     features = {name: (extract(real), extract(fake)) for name, extract in extractors.items()}
     scores = {}
@@ -84,10 +90,13 @@ def tokenizer_scores(tokenizer, n: int = 256, width_tokens: int = 16, seed: int 
 
 
 @torch.no_grad()
-def class_fids(pipe, per_class: int = 32, seed: int = 0, batch: int = 32, classifier: str | Path | None = None,
-               **options) -> dict[str, tuple[float, float]]:
+def class_fids(pipe, per_class: int = 32, *, options: SamplingOptions = SamplingOptions(), batch: int = 32,
+               classifier: str | Path | None = None, **changes) -> dict[str, tuple[float, float]]:
     """Landscape-FID of each class's samples against renders of that class, and the same FID between two sets
-    of renders of the class (the floor that sampling noise gives): {class: (fid, floor)}."""
+    of renders of the class (the floor that sampling noise gives): {class: (fid, floor)}. options as for
+    `landscape_scores`."""
+    options = options.replace(**changes)
+    seed = options.seed or 0   # the scores need seeds for every batch, not the global RNG
     from ..data.landscapes import render_batch
     from ..imageio import from_uint8
 
@@ -100,7 +109,7 @@ def class_fids(pipe, per_class: int = 32, seed: int = 0, batch: int = 32, classi
 
     fids = {}
     for i, cls in enumerate(pipe.classes):
-        fake = torch.cat([pipe.generate([cls] * len(chunk), seed=seed + 1000 * i + j, **options)
+        fake = torch.cat([pipe.generate([cls] * len(chunk), options=options, seed=seed + 1000 * i + j)
                           for j, chunk in enumerate(torch.arange(per_class).split(batch))])
         real = renders(cls, 10**6)
         fids[cls] = (fid_from_features(real, extract(fake)), fid_from_features(real, renders(cls, 2 * 10**6)))

@@ -18,7 +18,6 @@ Results are written as they come: a rerun skips finished experiments and resumes
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,18 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import CONFIG, atomic_write_bytes, load_training_state
+from ..checkpoint import load_training_state
 from ..configs import from_preset
 from ..errors import EqgenError
+from ..files import load_json, save_json
 from ..evaluation.costs import attention_gflops, generator_costs
 from ..evaluation.long_images import drift_table, ground_truth, offset_stats
 from ..evaluation.positions import held_out_tokens, position_losses
 from ..evaluation.scores import landscape_scores, tokenizer_scores
-from ..generator_training import TRAIN_PRESETS as GENERATOR_TRAIN
-from ..generator_training import GeneratorTrainConfig, train_generator
+from ..generator_training import GENERATOR_TRAIN_PRESETS, GeneratorTrainConfig, train_generator
 from ..pipeline import Pipeline
-from ..tokenizer_training import TRAIN_PRESETS as TOKENIZER_TRAIN
-from ..tokenizer_training import TokenizerTrainConfig, train_tokenizer
+from ..tokenizer_training import TOKENIZER_TRAIN_PRESETS, TokenizerTrainConfig, train_tokenizer
 from ..training import RunConfig
 
 TOKENS = 16                       # tokens per image: 64×128 px, as the paper's 16 tokens of a 256² image
@@ -88,7 +86,7 @@ class Results:
 
     def __init__(self, path: Path):
         self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {}
+        self.data = load_json(path) if path.exists() else {}
 
     def __contains__(self, key: str) -> bool:
         return key in self.data
@@ -98,20 +96,18 @@ class Results:
 
     def __setitem__(self, key: str, value) -> None:
         self.data[key] = value
-        atomic_write_bytes(self.path, json.dumps(self.data, indent=1).encode())
+        save_json(self.path, self.data, sort_keys=False)   # in the order the experiments ran
 
 
 def _tokenizers(cfg: ReportConfig, out: Path, results: Results) -> dict[str, Path]:
     """The column and grid tokenizers, both fine-tuned from the built-in model's for the same steps."""
-    base = out / "tokenizers" / "builtin"
-    if not (base / CONFIG).exists():
-        Pipeline.from_pretrained().tokenizer.save_pretrained(base)
     dirs = {}
     for layout, grid_rows in (("columns", 0), ("grid", GRID_ROWS)):
         dirs[layout] = directory = out / "tokenizers" / layout
         if f"tokenizer {layout}" in results:
             continue
-        train = from_preset(TokenizerTrainConfig, TOKENIZER_TRAIN, "demo", init_from=str(base), warmup_steps=20)
+        train = from_preset(TokenizerTrainConfig, TOKENIZER_TRAIN_PRESETS, "demo", init_from="builtin",
+                            warmup_steps=20)
         train.losses.adversarial_start = 10**9
         run = RunConfig(steps=cfg.tokenizer_steps, batch_size=16, seed=cfg.seed, ema_decay=0.99,
                         save_every=cfg.tokenizer_steps, log_every=50)
@@ -126,7 +122,8 @@ def _tokenizers(cfg: ReportConfig, out: Path, results: Results) -> dict[str, Pat
 def _train(cfg: ReportConfig, out: Path, tokenizer: Path, cache: Path, options: dict, steps: int) -> Path:
     options = dict(options)
     model = {k: options.pop(k) for k in ("window", "rope_shift") if k in options}
-    train = from_preset(GeneratorTrainConfig, GENERATOR_TRAIN, "demo", **{"crops": "edge", "seq_len": TOKENS, **options})
+    train = from_preset(GeneratorTrainConfig, GENERATOR_TRAIN_PRESETS, "demo",
+                        **{"crops": "edge", "seq_len": TOKENS, **options})
     run = RunConfig(steps=steps, batch_size=cfg.batch, seed=cfg.seed, ema_decay=0.99, save_every=steps,
                     log_every=50)
     resume = (out / "training_state.pt").exists()

@@ -11,7 +11,7 @@ from ..configs import from_preset
 from ..evaluation.costs import preset_costs
 from ..evaluation.plots import plot_long, plot_positions
 from ..generator import GENERATOR_PRESETS, GeneratorConfig
-from ..pipeline import DEFAULTS
+from ..sampling import SamplingOptions
 from .evidence import Z, Evidence, mean_se, ratio_se, split_names, spread_se, verdict_line, window_mean_se
 from .experiments import TOKENS, Results, early_steps
 
@@ -38,8 +38,8 @@ def introduction(r: dict, command: str, floor: float) -> list[str]:
     where = f" on a {r['cpus']}-core CPU" if r.get("cpus") else ""
     params = r.get("window", {}).get("gflops", {}).get("params")
     size = f" ({params / 1e6:.0f}M parameters)" if params else ""
-    sampler = (f"{DEFAULTS['solver'].capitalize()}, {DEFAULTS['steps']} steps, rho {DEFAULTS['rho']:g}, "
-               f"cfg {DEFAULTS['cfg']:g}")
+    o = SamplingOptions()   # what the experiments sample with
+    sampler = f"{o.solver.capitalize()}, {o.steps} steps, rho {o.rho:g}, cfg {o.cfg:g}"
     return [
         "# Reproducing the paper's analysis at small scale",
         "",

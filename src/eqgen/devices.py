@@ -1,0 +1,39 @@
+"""Devices and precisions: which device a run or a pipeline uses, and whether it computes in bf16."""
+from __future__ import annotations
+
+import torch
+
+from .errors import EqgenError
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively: CUDA, or a CPU with AVX512-BF16 or AMX (elsewhere CPU
+    bf16 is emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return True
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")   # torch.cpu's own checks
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of a training run: torch.bfloat16, or torch.float32 (no autocast)."""
+    if name not in PRECISIONS:
+        raise EqgenError(f"unknown precision {name!r} (use {', '.join(PRECISIONS)})")
+    if name == "bf16" or (name == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    return torch.float32
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise EqgenError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EqgenError("--device cuda was asked for, but no CUDA device is available")
+    return device
