@@ -137,16 +137,17 @@ def test_bad_requests_are_clear_errors():
 def test_sampling_options_are_the_one_home_of_the_defaults(tmp_path):
     """The command line's and the app's defaults are SamplingOptions' (constant guidance for panoramas and the app),
     and the low-level sampler's are the official sampler's."""
-    from eqgen.cli import _sampling, build_parser
+    from eqgen.cli import build_parser
+    from eqgen.cli.common import sampling_options
     from eqgen.sampling import OFFICIAL, PANORAMA, SamplingOptions
 
     parser, png = build_parser(), str(tmp_path / "x.png")
-    assert _sampling(parser.parse_args(["sample", "-o", png])) == SamplingOptions()
-    assert _sampling(parser.parse_args(["panorama", "--class", "a", "-o", png])) == PANORAMA
-    assert _sampling(parser.parse_args(["app"])) == PANORAMA
-    assert _sampling(parser.parse_args(["eval", "samples"])) == SamplingOptions()
-    assert _sampling(parser.parse_args(["eval", "long", "--class", "a"])) == PANORAMA
+    assert sampling_options(parser.parse_args(["sample", "-o", png])) == SamplingOptions()
+    assert sampling_options(parser.parse_args(["panorama", "--class", "a", "-o", png])) == PANORAMA
+    assert sampling_options(parser.parse_args(["app"])) == PANORAMA
+    assert sampling_options(parser.parse_args(["eval", "samples"])) == SamplingOptions()
+    assert sampling_options(parser.parse_args(["eval", "long", "--class", "a"])) == PANORAMA
     assert PANORAMA == SamplingOptions(cfg_schedule="constant")
-    assert _sampling(parser.parse_args(["sample", "-o", png, "--cfg", "2", "--steps", "4"])) == \
+    assert sampling_options(parser.parse_args(["sample", "-o", png, "--cfg", "2", "--steps", "4"])) == \
         SamplingOptions(cfg=2.0, steps=4)
     assert TokenSampler(perturbed(), torch.tensor([0]), 2).options == OFFICIAL

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .errors import EqgenError
+from ..errors import EqgenError
 
 Invalid = argparse.ArgumentTypeError
 
@@ -111,7 +111,7 @@ def positions(text: str) -> list[int]:
 def device(text: str) -> str:
     """auto, cpu, cuda or cuda:N — refused here when this machine cannot run it. The same check as training's,
     so both say it the same way; the string is returned unchanged for the library to resolve."""
-    from .devices import resolve_device
+    from ..devices import resolve_device
 
     try:
         resolve_device(text)
