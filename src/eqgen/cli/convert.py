@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import EqgenError
 from .types import output_dir
 
 
@@ -25,25 +24,7 @@ def add_convert(commands) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from pathlib import Path
+    from ..convert import convert_official
 
-    from ..convert import load_official_generator, load_official_tokenizer
-    from ..pipeline import Pipeline
-
-    if not (args.tokenizer or args.generator):
-        raise EqgenError("give --tokenizer, --generator, or both")
-    tokenizer = load_official_tokenizer(args.tokenizer, args.config, trust_pickle=args.trust_pickle) \
-        if args.tokenizer else None
-    generator = load_official_generator(args.generator) if args.generator else None
-    if tokenizer is not None and generator is not None:
-        n = generator.config.num_classes
-        names = [f"class{i}" for i in range(n)]
-        if args.classes:
-            try:
-                names = [line.strip() for line in Path(args.classes).read_text().splitlines() if line.strip()]
-            except OSError as err:
-                raise EqgenError(f"cannot read {args.classes}: {err.strerror}") from None
-        Pipeline(tokenizer, generator, names).save_pretrained(args.out)
-    else:
-        (tokenizer or generator).save_pretrained(args.out)
+    convert_official(args.out, args.tokenizer, args.config, args.generator, args.classes, args.trust_pickle)
     print(args.out)

@@ -127,20 +127,11 @@ def _classifier_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _eval_long(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from ..evaluation.long_images import drift_summary, drift_table, ground_truth, offset_stats
+    from ..evaluation.long_images import drift_summary, panorama_drift
     from ..pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(args.model)
-    cls = pipe.classes[int(pipe.labels(args.cls))]  # a name or an index: the renders need the name
-    window = pipe.generator.config.train_tokens * pipe.token_width
-    width = window * args.multiple
-    truth = ground_truth(cls, max(args.images, 8), width, pipe.height)  # before the panoramas: fails fast
-    options = sampling_options(args)
-    panoramas = np.stack([pipe.panorama(cls, width, progress=False, options=options, seed=options.seed + i)
-                          for i in range(args.images)])
-    rows = drift_table(offset_stats(panoramas, window), offset_stats(truth, window))
+    rows = panorama_drift(Pipeline.from_pretrained(args.model), args.cls, args.multiple, args.images,
+                          sampling_options(args))
     print(f"{'offset px':>9} {'colour z':>9} {'texture':>8} {'seams':>6}")
     for row in rows[:: args.every] + ([rows[-1]] if (len(rows) - 1) % args.every else []):
         print(f"{row['offset']:9d} {row['colour_z']:9.2f} {row['texture_ratio']:8.2f} {row['seam_ratio']:6.2f}")
@@ -173,11 +164,8 @@ def _eval_train_classifier(args: argparse.Namespace) -> None:
 
 
 def _eval_tokenizer(args: argparse.Namespace) -> None:
-    import torch
-
-    from ..data.landscapes import CLASSES, render_batch
-    from ..evaluation.scores import tokenizer_scores
-    from ..imageio import from_uint8, save_grid
+    from ..evaluation.scores import reconstructions, tokenizer_scores
+    from ..imageio import save_grid
     from ..pipeline import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer or args.model)
@@ -185,10 +173,4 @@ def _eval_tokenizer(args: argparse.Namespace) -> None:
                               classifier=args.classifier)
     print_scores(scores)
     if args.png:
-        seeds = [4 * 10**6 + args.seed + i for i in range(len(CLASSES))]
-        images = from_uint8(render_batch(range(len(CLASSES)), seeds, args.tokens * tokenizer.token_width,
-                                         tokenizer.config.height))
-        with torch.no_grad():
-            recon = tokenizer.decode(tokenizer.encode(images)).clamp(-1, 1)
-        pairs = torch.stack([x for pair in zip(images, recon) for x in pair])
-        print(f"wrote {save_grid(pairs, args.png, nrow=1)}")
+        print(f"wrote {save_grid(reconstructions(tokenizer, args.tokens, args.seed), args.png, nrow=1)}")

@@ -61,3 +61,16 @@ def drift_summary(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]
 def ground_truth(cls: str, n: int, width: int, height: int, seed: int = 10**6) -> np.ndarray:
     """n renders of the class at the panoramas' size, from seeds no training run uses."""
     return render_batch([cls] * n, [seed + i for i in range(n)], width, height)
+
+
+def panorama_drift(pipe, cls: str | int, multiple: int, images: int, options) -> list[dict[str, float]]:
+    """`eqgen eval long`: `images` panoramas of `multiple` × the training width (seeds options.seed + i) against
+    renders of the class, one row per training-width window (`drift_table`)."""
+    cls = pipe.classes[int(pipe.labels(cls))]  # a name or an index: the renders need the name
+    window = pipe.generator.config.train_tokens * pipe.token_width
+    width = window * multiple
+    truth = ground_truth(cls, max(images, 8), width, pipe.height)  # before the panoramas: fails fast
+    seed = options.seed or 0
+    panoramas = np.stack([pipe.panorama(cls, width, progress=False, options=options, seed=seed + i)
+                          for i in range(images)])
+    return drift_table(offset_stats(panoramas, window), offset_stats(truth, window))

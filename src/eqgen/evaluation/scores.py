@@ -114,3 +114,16 @@ def class_fids(pipe, per_class: int = 32, *, options: SamplingOptions = Sampling
         real = renders(cls, 10**6)
         fids[cls] = (fid_from_features(real, extract(fake)), fid_from_features(real, renders(cls, 2 * 10**6)))
     return fids
+
+
+@torch.no_grad()
+def reconstructions(tokenizer, width_tokens: int = 16, seed: int = 0) -> torch.Tensor:
+    """One fresh render of every class followed by its reconstruction, [2·classes, 3, H, W] in [-1, 1]."""
+    from ..data.landscapes import CLASSES, render_batch
+    from ..imageio import from_uint8
+
+    seeds = [4 * 10**6 + seed + i for i in range(len(CLASSES))]
+    images = from_uint8(render_batch(range(len(CLASSES)), seeds, width_tokens * tokenizer.token_width,
+                                     tokenizer.config.height))
+    recon = tokenizer.decode(tokenizer.encode(images)).clamp(-1, 1)
+    return torch.stack([x for pair in zip(images, recon) for x in pair])
