@@ -7,7 +7,12 @@ from ..errors import EqgenError
 from .types import pixel_column, png_file, positive_int, seed
 
 
-TOKEN_WIDTH = 8  # pixels per column token of eqgen's small tokenizers; `eqgen data` widths are multiples of it
+def _token_width() -> int:
+    """Pixels per token of the demo tokenizer (the built-in model's): `eqgen data` widths are multiples of it."""
+    from ..configs import from_preset
+    from ..tokenizer import TOKENIZER_PRESETS, TokenizerConfig
+
+    return from_preset(TokenizerConfig, TOKENIZER_PRESETS, "demo").token_width
 
 
 def add_data(commands) -> None:
@@ -19,8 +24,8 @@ def add_data(commands) -> None:
     def shape_flags(p: argparse.ArgumentParser, width: int) -> None:
         p.add_argument("--width", type=positive_int, default=width, help=f"pixels (default: {width})")
         p.add_argument("--height", type=positive_int, default=64, help="pixels (default: 64)")
-        p.add_argument("--token-width", type=positive_int, default=TOKEN_WIDTH,
-                       help=f"--width must be a multiple of it (default: {TOKEN_WIDTH})")
+        p.add_argument("--token-width", type=positive_int, default=_token_width(),
+                       help="--width must be a multiple of it (default: the demo tokenizer's, %(default)s)")
         p.add_argument("--seed", type=seed, default=0)
         p.add_argument("-o", "--out", required=True, type=png_file, help="output PNG")
 
