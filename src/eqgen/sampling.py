@@ -82,10 +82,6 @@ class SamplingOptions:
             raise EqgenError(f"unknown sampling option(s) {', '.join(unknown)}; the options are {', '.join(names)}")
         return dataclasses.replace(self, **changes) if changes else self
 
-    def rng(self) -> torch.Generator | None:
-        """A fresh RNG for these options: a CPU generator seeded with `seed`, or None for the global RNG."""
-        return None if self.seed is None else torch.Generator().manual_seed(self.seed)
-
 
 # The official sampler's settings: 100 Euler steps on a uniform time grid, no guidance unless asked for, the
 # global RNG. The low-level sampler (`TokenSampler`, `generate_tokens`) defaults to them, for parity.
@@ -132,11 +128,10 @@ def sampler_rng(options: SamplingOptions, rng: RNG = None,
         if rng is not None:
             raise EqgenError("give the sampler's RNG as rng= (generator= is its earlier name), not both")
         rng = generator
-    if rng is None:
-        return options.rng()
+    rng = options.seed if rng is None else rng
     if isinstance(rng, (list, tuple)):
         return [sampler_rng(options, r) for r in rng]
-    return torch.Generator().manual_seed(rng) if isinstance(rng, int) else rng
+    return torch.Generator().manual_seed(int(rng)) if isinstance(rng, numbers.Integral) else rng
 
 
 def prefill(model: EquivariantGenerator, tokens: torch.Tensor, context: ClassContext, start: int,
