@@ -1,7 +1,11 @@
-"""Devices and precisions: which device a run or a pipeline uses, and whether it computes in bf16."""
+"""Devices and precisions: which device a run or a pipeline uses (under torchrun, which one of its GPUs), and
+whether it computes in bf16."""
 from __future__ import annotations
 
+import os
+
 import torch
+import torch.distributed as dist
 
 from .errors import EqgenError
 
@@ -37,3 +41,24 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EqgenError("--device cuda was asked for, but no CUDA device is available")
     return device
+
+
+# Distributed set-up: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT.
+
+
+def _init_distributed(device: torch.device) -> tuple[int, int]:
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def distributed_device(name: str) -> tuple[torch.device, int, int]:
+    """This process's device (cuda:LOCAL_RANK under torchrun when `name` asks for CUDA), rank and world size;
+    joins the process group when torchrun started several processes."""
+    device = resolve_device(name)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    return (device, *_init_distributed(device))

@@ -1,6 +1,8 @@
 """Images at the edges: float [-1, 1] NCHW inside eqgen, uint8 PNG files outside."""
 from __future__ import annotations
 
+import io
+
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,13 @@ def fit_image(pixels: np.ndarray, height: int, multiple: int) -> np.ndarray:
         width = max(1, round(pixels.shape[1] * height / pixels.shape[0]))
         pixels = np.array(Image.fromarray(pixels).resize((width, height), Image.Resampling.BICUBIC))
     return pixels[:, : pixels.shape[1] // multiple * multiple]
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """A uint8 [H, W, 3] array encoded as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:

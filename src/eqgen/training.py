@@ -13,7 +13,6 @@ import contextlib
 import copy
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -27,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import WEIGHTS, holds_checkpoint, load_training_state
-from .devices import resolve_device, resolve_precision
+from .devices import distributed_device, resolve_precision
 from .errors import EqgenError
 from .files import atomic_write_bytes, remove_temporaries
 from .resume import DIVERGED, Checkpoints, keeping_rng, restore
@@ -159,28 +158,6 @@ class Task:
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Distributed set-up: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT.
-
-
-def _init_distributed(device: torch.device) -> tuple[int, int]:
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def distributed_device(name: str) -> tuple[torch.device, int, int]:
-    """This process's device (cuda:LOCAL_RANK under torchrun when `name` asks for CUDA), rank and world size;
-    joins the process group when torchrun started several processes."""
-    device = resolve_device(name)
-    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(device)
-    return (device, *_init_distributed(device))
 
 
 def _wrap(module: nn.Module, device: torch.device, world_size: int, find_unused: bool) -> nn.Module:

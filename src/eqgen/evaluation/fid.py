@@ -16,9 +16,9 @@ sums of features and of their outer products (float64), so a 1.28M-image folder 
 """
 from __future__ import annotations
 
+import io
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..errors import EqgenError
+from ..files import atomic_write_bytes
 from .image_sets import Crops, FolderImages, NpzImages, open_images
 from .inception import InceptionFeatures
 from .long_images import offset_stats
@@ -61,11 +62,10 @@ class Statistics:
         extra = {name: value for name, value in (("features", self.features), ("seam", self.seam),
                                                  ("texture", self.texture), ("network", self.network),
                                                  ("count", self.count), ("size", self.size)) if value is not None}
-        tmp = path.with_name(f".{path.name}.tmp.npz")
+        buffer = io.BytesIO()
+        np.savez(buffer, mu=self.mu, sigma=self.sigma, **extra)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(tmp, mu=self.mu, sigma=self.sigma, **extra)
-            os.replace(tmp, path)
+            atomic_write_bytes(path, buffer.getvalue())
         except OSError as err:
             raise EqgenError(f"cannot write {path}: {err.strerror or err}") from None
         return path
@@ -211,7 +211,7 @@ def evaluate_fid(samples: str | Path, reference: str | Path, inception: str | Pa
     """FID, IS (mean and std over 10 parts), precision and recall of `samples` against `reference`; under
     torchrun the scores on rank 0 and None elsewhere. save_stats: also write the reference's statistics there
     (pass that file as the reference next time)."""
-    from ..training import distributed_device
+    from ..devices import distributed_device
 
     device, rank, _ = distributed_device(device)
     network = InceptionFeatures(inception, device)
@@ -243,7 +243,7 @@ def long_image_scores(panoramas: str | Path, reference: str | Path, inception: s
     ratios (the mean largest and mean column-to-column jump inside a window, against the real images'; 1 =
     alike). A model that degrades with distance from the left edge shows rising rows. Bands hold the same
     number of windows (±1 per image), so their FIDs share the small-sample bias and compare with each other."""
-    from ..training import distributed_device
+    from ..devices import distributed_device
 
     device, rank, _ = distributed_device(device)
     network = InceptionFeatures(inception, device)

@@ -29,7 +29,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import EqgenError
-from ..imageio import save_png, to_uint8
+from ..files import atomic_write_bytes
+from ..imageio import png_bytes, to_uint8
 from ..sampling import SamplingOptions
 
 MANIFEST = "eqgen_samples.json"
@@ -61,12 +62,6 @@ def _check_manifest(out_dir: Path, settings: dict) -> None:
     if changed:
         detail = ", ".join(f"{k} {before.get(k)!r} -> {settings.get(k)!r}" for k in changed)
         raise EqgenError(f"{out_dir} holds samples made with other settings ({detail}); choose another --out-dir")
-
-
-def _write_atomic(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    save_png(array, tmp)
-    os.replace(tmp, path)
 
 
 def write_samples(pipe, out_dir: str | Path, per_class: int, *, classes: Sequence[str | int] | None = None,
@@ -108,7 +103,7 @@ def write_samples(pipe, out_dir: str | Path, per_class: int, *, classes: Sequenc
         images = to_uint8(pipe.generate([jobs[j][0] for j in b], num_tokens, options=options, rng=seeds))
         for j, image in zip(b, images):
             if not paths[j].exists():
-                _write_atomic(image, paths[j])
+                atomic_write_bytes(paths[j], png_bytes(image))
                 written += 1
         bar.update(len(b))
     bar.close()
@@ -151,7 +146,7 @@ def sample_to_dir(model: str, out_dir: str | Path, per_class: int, *, device: st
     """`eqgen sample --out-dir`: load the model on this process's device (cuda:LOCAL_RANK under torchrun) and
     write the sample set; the summary on rank 0, None elsewhere."""
     from ..pipeline import Pipeline
-    from ..training import distributed_device
+    from ..devices import distributed_device
 
     device, rank, _ = distributed_device(device)
     pipe = Pipeline.from_pretrained(model, device=device)
