@@ -140,8 +140,8 @@ def cfg_scale(step: int, num_tokens: int, cfg: float, schedule: str = "linear") 
     raise EqgenError(f"unknown cfg schedule {schedule!r}; choose one of {', '.join(CFG_SCHEDULES)}")
 
 
-def guide(v: torch.Tensor, scale: float) -> torch.Tensor:
-    """v_u + scale·(v_c − v_u) for v = [v_c; v_u] [2B, C]."""
+def guide(v: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """v_u + scale·(v_c − v_u) for v = [v_c; v_u] [2B, C]; scale a number or one per row [B, 1]."""
     v_cond, v_uncond = v.chunk(2)
     return v_uncond + scale * (v_cond - v_uncond)
 
@@ -176,23 +176,32 @@ def heun(velocity: Velocity, x: torch.Tensor, times: Sequence[float]) -> torch.T
 
 
 SOLVERS: dict[str, Callable[[Velocity, torch.Tensor, Sequence[float]], torch.Tensor]] = {"euler": euler, "heun": heun}
+# Sampling with a distilled few-step head (distill.py) instead of the flow head: `steps` is its evaluations.
+DISTILLED = "distilled"
 
 
 def evaluations(solver: str, steps: int) -> int:
     """Head evaluations per token (per branch)."""
-    return steps if solver == "euler" else 2 * steps - 1
+    return 2 * steps - 1 if solver == "heun" else steps
 
 
 def solve(head: FlowHead, z: torch.Tensor, noise: torch.Tensor, steps: int = 100, solver: str = "euler",
-          cfg: float | None = None, rho: float = 1.0) -> torch.Tensor:
+          cfg: float | torch.Tensor | None = None, rho: float = 1.0) -> torch.Tensor:
     """Tokens [B, C] by integrating the head's flow from `noise` [B, C] (t=1) to t=0 on `time_grid(steps, rho)`.
 
-    z [B, D] are the conditions; with a guidance scale `cfg`, z = [cond; uncond] [2B, D] and the velocity is
-    guided (`cfg=None`: no unconditional branch at all)."""
+    z [B, D] are the conditions; with a guidance scale `cfg` (a number, or one per row [B, 1]),
+    z = [cond; uncond] [2B, D] and the velocity is guided (`cfg=None`: no unconditional branch at all)."""
     check_solver(solver, steps, rho)
     times = time_grid(steps, rho)
-    # z is embedded once per token and the grid's times in one call; the blocks' modulations once per time
-    # (Heun's corrector at t and its next predictor at t share them).
+    return SOLVERS[solver](head_velocity(head, z, times, cfg), noise, times)
+
+
+def head_velocity(head: FlowHead, z: torch.Tensor, times: Sequence[float],
+                  cfg: float | torch.Tensor | None = None) -> Velocity:
+    """The (guided) velocity v(x, t) of the head's flow under conditions z, for t among `times`.
+
+    z is embedded once and the grid's times in one call; the blocks' modulations once per time (Heun's
+    corrector at t and its next predictor at t share them)."""
     cond = head.cond_embed(z)
     embedded = dict(zip(times, head.time_embed(torch.tensor(times, device=z.device, dtype=z.dtype)).split(1)))
     current: dict[float, list] = {}
@@ -205,12 +214,12 @@ def solve(head: FlowHead, z: torch.Tensor, noise: torch.Tensor, steps: int = 100
             return head.velocity(x, current[t])
         return guide(head.velocity(torch.cat([x, x]), current[t]), cfg)
 
-    return SOLVERS[solver](velocity, noise, times)
+    return velocity
 
 
 def check_solver(solver: str, steps: int, rho: float) -> None:
-    if solver not in SOLVERS:
-        raise EqgenError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if solver not in (*SOLVERS, DISTILLED):
+        raise EqgenError(f"unknown solver {solver!r}; choose one of {', '.join((*SOLVERS, DISTILLED))}")
     if steps < 1:
         raise EqgenError(f"steps must be at least 1, got {steps}")
     if rho <= 0:

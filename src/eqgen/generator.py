@@ -251,6 +251,9 @@ class EquivariantGenerator(Pretrained, nn.Module):
         self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
         self._init_weights()
         self.head = FlowHead(cfg.token_dim, cfg.width, cfg.head_width, cfg.head_depth)  # initialises itself
+        # Distilled few-step heads (distill.py) by their evaluations per token, when a pipeline carries them: kept
+        # beside the generator, not among its weights (its directory and state dict are the same with or without).
+        self.students: dict = {}
 
     def _init_weights(self):
         for p in (self.class_emb.weight, self.null_class, self.class_pos):

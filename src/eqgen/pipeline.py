@@ -13,6 +13,7 @@ class names:
                                         "classes": [...]}
     my_model/tokenizer/                ColumnTokenizer.from_pretrained("my_model/tokenizer")
     my_model/generator/                EquivariantGenerator.from_pretrained("my_model/generator")
+    my_model/distilled-4/              a distilled few-step flow head (eqgen distill head; --solver distilled)
 
 An `eqgen train generator` run is one. Directories written before the sub-folders (the shipped model, earlier
 runs) keep both configs in config.json ({"tokenizer": {...}, "generator": {...}, "classes": [...]}) beside
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CONFIG, WEIGHTS, model_files
 from .configs import from_dict, to_dict
 from .errors import EqgenError
+from .distill import load_students, student_files
 from .files import JsonObject, commit_files, json_bytes, load_json
 from .generator import EquivariantGenerator, GeneratorConfig
 from .imageio import to_uint8
@@ -60,19 +62,24 @@ class Pipeline:
         config = read_config(directory)
         tokenizer, generator = (_component(directory, config, name) for name in COMPONENTS)
         check_parts(tokenizer.config, generator.config, config["classes"], source=f"{directory / CONFIG}: ")
-        return cls(tokenizer.load(), generator.load(), config["classes"]).to(device)  # the weights once all fit
+        generator = generator.load()
+        generator.students = load_students(directory, generator)
+        return cls(tokenizer.load(), generator, config["classes"]).to(device)  # the weights once all fit
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
         """Write the pipeline directory, config.json last; dtype=torch.float16 halves its size."""
         files = {}
         for name, module in (("tokenizer", self.tokenizer), ("generator", self.generator)):
             files |= model_files(to_dict(module.config), module.state_dict(), folder=name, dtype=dtype)
+        files |= student_files(self.generator.students, dtype)
         commit_files(path, {**files, CONFIG: json_bytes(pipeline_config(self.classes))})
 
     def to(self, device: str | torch.device) -> "Pipeline":
         device = resolve_device(str(device))  # "auto" allowed; an absent CUDA is one line, not a traceback
         self.tokenizer.to(device)
         self.generator.to(device)
+        for head in self.generator.students.values():
+            head.to(device)
         return self
 
     @property

@@ -34,7 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import EqgenError
-from .flow import cfg_scale, check_solver, solve
+from .distill import distilled_head
+from .flow import DISTILLED, cfg_scale, check_solver, solve
 from .generator import NULL_LABEL, ClassContext, EquivariantGenerator, receptive_field
 
 MODES = ("cached", "recompute")
@@ -52,7 +53,8 @@ class SamplingOptions:
         the first token to cfg at the last, "constant" is cfg everywhere.
     temperature: scales the ODE's start noise (1.0 = the official sampler, which ignores its temperature;
         lower = calmer, less varied tokens).
-    steps, solver, rho: the flow head's ODE solve (`flow.solve`).
+    steps, solver, rho: the flow head's ODE solve (`flow.solve`); solver "distilled" samples with the model's
+        distilled few-step head of `steps` evaluations instead (distill.py; rho is then the head's own).
     """
 
     seed: int | None = 0
@@ -170,6 +172,9 @@ class TokenSampler:
             raise EqgenError("the generator is in training mode; call .eval() before sampling")
         self.model, self.num_tokens, self.mode = model, num_tokens, mode
         self.options = options.replace(**changes)
+        # A distilled head (refused in one line if the model has none of these evaluations, or if it did not
+        # learn this guidance or temperature).
+        self.student = distilled_head(model, self.options) if self.options.solver == DISTILLED else None
         self.rng = sampler_rng(self.options, rng, generator)
         if isinstance(self.rng, list) and len(self.rng) != len(labels):
             raise EqgenError(f"{len(self.rng)} seeds for {len(labels)} images: give one per image")
@@ -184,7 +189,9 @@ class TokenSampler:
 
     @property
     def guided(self) -> bool:
-        return self.options.cfg != 1.0
+        """Whether the unconditional branch runs beside the conditional one (not for a distilled head that
+        learned the guided flow: it takes the guidance scale instead)."""
+        return self.options.cfg != 1.0 and (self.student is None or not self.student.guidance_distilled)
 
     @property
     def length(self) -> int:
@@ -234,9 +241,13 @@ class TokenSampler:
     def step(self) -> torch.Tensor:
         """Generate the next column; returns it, [B, C]."""
         z, o = self.condition(), self.options
-        scale = cfg_scale(self.length, self.num_tokens, o.cfg, o.cfg_schedule) if self.guided else None
+        guided_flow = self.guided or (self.student is not None and self.student.guidance_distilled)
+        scale = cfg_scale(self.length, self.num_tokens, o.cfg, o.cfg_schedule) if guided_flow else None
         noise = self.start_noise().to(self.device, self.dtype) * o.temperature  # drawn in float32 whatever the model's dtype
-        token = solve(self.model.head, z, noise, o.steps, o.solver, scale, o.rho)
+        if self.student is not None:
+            token = self.student.sample(z, noise, scale)
+        else:
+            token = solve(self.model.head, z, noise, o.steps, o.solver, scale, o.rho)
         self.tokens = torch.cat([self.tokens, token[:, None]], dim=1)
         self._z = None
         return token

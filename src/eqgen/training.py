@@ -65,6 +65,18 @@ def warmup_lr(warmup_steps: int, decay_every: int = 0, decay_factor: float = 1.0
     return factor
 
 
+def cosine_lr(warmup_steps: int, total_steps: int, final: float = 0.02):
+    """LambdaLR factor: linear warm-up, then a cosine from 1 down to `final` at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
 def clip_and_step(optimizer: torch.optim.Optimizer, max_norm: float) -> float:
     """Clip the gradients of the optimizer's parameters, step, and return the pre-clip gradient norm."""
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]

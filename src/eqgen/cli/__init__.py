@@ -16,6 +16,7 @@ from ..errors import EqgenError
 from .analyze import add_analyze, add_report
 from .convert import add_convert
 from .data import add_data
+from .distill import add_distill
 from .evaluate import add_eval
 from .generate import add_app, add_panorama, add_sample
 from .train import add_train
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_app(commands)
     add_convert(commands)
     add_eval(commands)
+    add_distill(commands)
     add_analyze(commands)
     add_report(commands)
     return parser

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..flow import CFG_SCHEDULES, SOLVERS
+from ..flow import CFG_SCHEDULES, DISTILLED, SOLVERS
 from ..sampling import SamplingOptions
 from .types import device, nonnegative_float, png_file, positive_float, positive_int, seed
 
@@ -29,8 +29,9 @@ def sampling_flags(parser: argparse.ArgumentParser, defaults: SamplingOptions) -
                         help=f"classifier-free guidance scale (default: {defaults.cfg}; 1 = none)")
     parser.add_argument("--steps", type=positive_int, default=defaults.steps,
                         help=f"ODE steps per token (default: {defaults.steps}; the paper: 100 Euler steps)")
-    parser.add_argument("--solver", default=defaults.solver, choices=list(SOLVERS),
-                        help=f"ODE solver (default: {defaults.solver})")
+    parser.add_argument("--solver", default=defaults.solver, choices=[*SOLVERS, DISTILLED],
+                        help=f"ODE solver, or the model's distilled few-step head with --steps its evaluations "
+                             f"(eqgen distill head) (default: {defaults.solver})")
     parser.add_argument("--rho", type=positive_float, default=defaults.rho,
                         help=f"time grid (k/steps)^rho; 1 = uniform, as officially (default: {defaults.rho})")
 

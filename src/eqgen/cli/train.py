@@ -9,33 +9,39 @@ from .types import (device, nonnegative_float, nonnegative_int, output_dir, posi
 
 
 def _training_flags(parser: argparse.ArgumentParser, preset: str, presets: dict) -> None:
-    """The core flags every training command shares."""
+    """The core flags every model-training command shares."""
     parser.add_argument("--preset", default=preset, choices=list(presets),
                         help=f"model size preset (default: {preset})")
     parser.add_argument("--data", default="landscapes", help="'landscapes' (built in) or an image folder, one subfolder per class")
+    run_flags(parser, steps=5000, batch_size=32, what="images")
+
+
+def run_flags(parser: argparse.ArgumentParser, steps: int, batch_size: int, what: str,
+              changeable: str = "--lr, --warmup, --ema, --device, --precision (and --betas, --decay-every)") -> None:
+    """The flags of a run of the training loop (training.py): where, how long, resuming, device."""
     parser.add_argument("--out", required=True, type=output_dir,
                         help="run directory: checkpoints, metrics.jsonl, the trained model")
-    parser.add_argument("--steps", type=positive_int, default=5000,
-                        help="optimizer steps in total (default: 5000; may be raised with --resume)")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per step and process (default: 32)")
+    parser.add_argument("--steps", type=positive_int, default=steps,
+                        help="optimizer steps in total (may be raised with --resume)")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"{what} per step and process")
     parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint, given the flags it was started with; "
-                             "of those, --steps, --save-every, --lr, --warmup, --ema, --device, --precision (and "
-                             "--betas, --decay-every) may change and apply from there on, any other change is refused")
-    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+                             f"of those, --steps, --save-every, {changeable} may change and apply from there on, "
+                             "any other change is refused")
+    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="bf16 autocast or fp32; auto: bf16 on CUDA and on CPUs with AVX512-BF16/AMX (default)")
+                        help="bf16 autocast or fp32; auto: bf16 on CUDA and on CPUs with AVX512-BF16/AMX")
     parser.add_argument("--lr", type=positive_float, help="learning rate (default: the preset's; applies with --resume)")
     parser.add_argument("--warmup", type=nonnegative_int,
                         help="linear warm-up steps (default: the preset's; applies with --resume)")
     parser.add_argument("--save-every", type=positive_int, default=500,
-                        help="checkpoint every N steps (default: 500; applies with --resume)")
+                        help="checkpoint every N steps (applies with --resume)")
     parser.add_argument("--ema", type=unit_interval, default=0.999,
-                        help="EMA decay, in [0, 1) (default: 0.999; applies with --resume)")
+                        help="EMA decay, in [0, 1) (applies with --resume)")
 
 
-def _run_config(args: argparse.Namespace):
+def run_config(args: argparse.Namespace):
     from ..training import RunConfig
 
     return RunConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, ema_decay=args.ema,
@@ -108,7 +114,7 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
         train.losses.perceptual_weights = args.lpips
     if args.adversarial_start is not None:
         train.losses.adversarial_start = args.adversarial_start
-    train_tokenizer(args.data, args.out, _run_config(args), preset=args.preset, resume=args.resume, train=train,
+    train_tokenizer(args.data, args.out, run_config(args), preset=args.preset, resume=args.resume, train=train,
                     grid_rows=args.grid_rows, noise_std=args.noise_std)
 
 
@@ -127,6 +133,6 @@ def _train_generator(args: argparse.Namespace) -> None:
         overrides["window"] = args.window or None
     if args.rope_shift is not None:
         overrides["rope_shift"] = args.rope_shift
-    train_generator(args.tokenizer, args.data, args.out, _run_config(args), train, preset=args.preset,
+    train_generator(args.tokenizer, args.data, args.out, run_config(args), train, preset=args.preset,
                     resume=args.resume, cache_dir=args.cache, cache_images=args.cache_images,
                     cache_width=args.cache_width, **overrides)

@@ -1,0 +1,221 @@
+"""`eqgen distill head`: what a distilled head learns from, and its training in the shared loop (training.py).
+
+The data is made once when a run starts (or resumes; it is a function of the seed and the settings): the
+pipeline generates `images_per_class` sequences of `tokens` tokens per class at guidance scales spread over
+`cfg_range`; the transformer's conditions at every position of them, conditional and unconditional, are what
+the student learns for. Each condition gets one start noise (scaled by a temperature, half of them 1, half
+spread over `temperature_range`), a guidance scale drawn from `cfg_range` (distilled guidance) and the teacher's
+solve: Heun on time_grid(evals·s, rho), s = ceil(teacher_steps / evals), kept at the student's grid times.
+A held-out twentieth of the conditions scores the EMA student at the end (`token_error`, the RMS difference to
+the teacher's tokens relative to their RMS, in metrics.jsonl).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from .checkpoint import CONFIG, WEIGHTS, model_files
+from .configs import to_dict
+from .distill import FOLDER, StudentConfig, StudentHead, reflow_loss, student_files, teacher_states, trajectory_loss
+from .errors import EqgenError
+from .evaluation.sample_dir import image_seed
+from .files import commit_files, json_bytes
+from .flow import time_grid
+from .generator import NULL_LABEL
+from .pipeline import Pipeline, pipeline_config
+from .sampling import SamplingOptions, generate_tokens
+from .training import RunConfig, Task, clip_and_step, cosine_lr, fit
+
+HELD_OUT = 20   # every 20th condition scores the student, never trains it
+
+
+@dataclass
+class DistillConfig:
+    evals: int = 4                   # the student's head evaluations per token
+    method: str = "trajectory"
+    guidance: str = "distilled"
+    rho: float = 1.5                 # the student's time grid
+    images_per_class: int = 64       # sequences the pipeline generates per class for the conditions
+    tokens: int = 32                 # their length
+    teacher_steps: int = 16          # Heun steps of the teacher's solve (at least; a multiple of evals)
+    cfg_range: tuple[float, float] = (1.0, 5.0)
+    temperature_range: tuple[float, float] = (0.0, 1.0)
+    lr: float = 3e-4
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+
+    def __post_init__(self):
+        self.student()   # the student's fields are checked there
+        for name in ("images_per_class", "tokens", "teacher_steps"):
+            if getattr(self, name) < 1:
+                raise EqgenError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def student(self) -> StudentConfig:
+        return StudentConfig(evals=self.evals, rho=self.rho, method=self.method, guidance=self.guidance,
+                             cfg_range=self.cfg_range, temperature_range=self.temperature_range)
+
+    @property
+    def substeps(self) -> int:
+        return math.ceil(self.teacher_steps / self.evals)
+
+
+@torch.no_grad()
+def sampled_conditions(generator, num_classes: int, config: DistillConfig, seed: int, rank: int = 0,
+                       world_size: int = 1, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conditions (z_cond, z_uncond), [N, D] each, at every position of sequences the generator samples: image i
+    has class i mod C and its own seed; this process takes every world_size-th batch of images."""
+    C, n = num_classes, num_classes * config.images_per_class
+    lo, hi = config.cfg_range
+    chunks = list(range(0, n, batch))
+    conditions = []
+    for c, start in list(enumerate(chunks))[rank::world_size]:
+        index = range(start, min(start + batch, n))
+        labels = torch.tensor([i % C for i in index], device=next(generator.parameters()).device)
+        cfg = lo + (hi - lo) * (c + 0.5) / len(chunks)   # guidance spread over the range, batch by batch
+        options = SamplingOptions(cfg=cfg, cfg_schedule="constant")
+        tokens = generate_tokens(generator, labels, config.tokens, options, rng=[image_seed(seed, int(y), i)
+                                                                                  for y, i in zip(labels, index)])
+        conditions.append(torch.stack([generator.condition(tokens, y).flatten(0, 1)
+                                       for y in (labels, torch.full_like(labels, NULL_LABEL))]))
+    if not conditions:
+        raise EqgenError(f"{n} images make fewer batches than processes; raise --images-per-class")
+    z = torch.cat(conditions, dim=1)
+    return z[0], z[1]
+
+
+class Lessons:
+    """What the student learns from: conditions z [N, D], guidance scales [N] (distilled guidance), and the
+    teacher's states [evals + 1, N, C] from the start noise to the token."""
+
+    def __init__(self, generator, num_classes: int, config: DistillConfig, seed: int, rank: int, world_size: int):
+        z_cond, z_uncond = sampled_conditions(generator, num_classes, config, seed, rank, world_size)
+        g = torch.Generator().manual_seed(seed * 1000 + rank)
+        N, C = len(z_cond), generator.config.token_dim
+        lo, hi = config.temperature_range
+        temperature = torch.where(torch.rand(N, generator=g) < 0.5, torch.tensor(hi), lo + (hi - lo) * torch.rand(N, generator=g))
+        noise = torch.randn(N, C, generator=g) * temperature[:, None]
+        head, device = generator.head, z_cond.device
+        if config.guidance == "distilled":
+            lo, hi = config.cfg_range
+            self.scale = (lo + (hi - lo) * torch.rand(N, generator=g)).to(device)
+            self.z = z_cond
+            self.states = self._solve(head, torch.cat([z_cond, z_uncond]), noise.to(device), self.scale[:, None], config)
+        else:   # both branches, unguided
+            self.scale = None
+            self.z = torch.cat([z_cond, z_uncond])
+            self.states = self._solve(head, self.z, torch.cat([noise, noise]).to(device), None, config)
+        rows = torch.arange(len(self.z), device=device)
+        self.train_rows, self.test_rows = rows[rows % HELD_OUT != 0], rows[rows % HELD_OUT == 0]
+
+    @staticmethod
+    def _solve(head, z, noise, scale, config, chunk: int = 8192):
+        if scale is None:
+            parts = [teacher_states(head, z[a:a + chunk], noise[a:a + chunk], None, config.evals, config.rho,
+                                    config.substeps) for a in range(0, len(noise), chunk)]
+        else:
+            cond, uncond = z.chunk(2)
+            parts = [teacher_states(head, torch.cat([cond[a:a + chunk], uncond[a:a + chunk]]), noise[a:a + chunk],
+                                    scale[a:a + chunk], config.evals, config.rho, config.substeps)
+                     for a in range(0, len(noise), chunk)]
+        return torch.cat(parts, dim=1)
+
+
+class DistillTask(Task):
+    """The student learns the teacher's solves; AdamW, warm-up then a cosine decay over the run's steps."""
+    kind = "distilled head"
+    changeable = frozenset({"lr", "warmup_steps"})
+
+    def __init__(self, pipe: Pipeline, config: DistillConfig, run: RunConfig):
+        self.pipe, self.config, self.run = pipe, config, run
+        self.generator = pipe.generator.requires_grad_(False)
+        self.model = StudentHead.from_teacher(self.generator, config.student())
+        self.weights_name = f"{FOLDER.format(config.evals)}/{WEIGHTS}"
+        self.times = torch.tensor(time_grid(config.evals, config.rho))
+        self.lessons: Lessons | None = None
+
+    def modules(self):
+        return {"student": self.model}
+
+    def optimizers(self):
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr, weight_decay=0.0)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_lr(self.config.warmup_steps, self.run.steps))
+        return {"student": self.opt}
+
+    def schedulers(self):
+        return {"student": self.sched}
+
+    def batches(self, start: int) -> Iterator[torch.Tensor]:
+        self.generator.to(self.device)
+        self.lessons = Lessons(self.generator, len(self.pipe.classes), self.config, self.run.seed, self.rank,
+                               self.world_size)
+        rows = self.lessons.train_rows
+        for step in range(start, 2**62):
+            rng = np.random.default_rng([self.run.seed, step, self.rank])
+            yield rows[torch.from_numpy(rng.integers(0, len(rows), self.run.batch_size)).to(rows.device)], \
+                torch.from_numpy(rng.integers(0, self.config.evals, self.run.batch_size)), \
+                torch.from_numpy(rng.random(self.run.batch_size)).float()
+
+    def training_step(self, batch, step: int) -> dict[str, float]:
+        rows, segment, t = (b.to(self.device) for b in batch)
+        lessons, student = self.lessons, self.wrapped["student"]
+        z, states = lessons.z[rows], lessons.states[:, rows]
+        scale = None if lessons.scale is None else lessons.scale[rows]
+        with self.autocast():
+            if self.config.method == "trajectory":
+                loss = trajectory_loss(student, states, z, scale, segment, self.times.to(self.device))
+            else:
+                loss = reflow_loss(student, states[0], states[-1], z, scale, t)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_and_step(self.opt, self.config.grad_clip)
+        self.sched.step()
+        return {"loss": loss.item(), "grad_norm": grad_norm}
+
+    def images_per_step(self, batch) -> int:
+        return len(batch[0])
+
+    @torch.no_grad()
+    def evaluate(self, ema_model, step: int, out: Path) -> dict[str, float]:
+        lessons, rows = self.lessons, self.lessons.test_rows
+        z, states = lessons.z[rows], lessons.states[:, rows]
+        if lessons.scale is None:
+            tokens = ema_model.sample(z, states[0], None)
+        else:
+            tokens = ema_model.sample(z, states[0], lessons.scale[rows])
+        reference = states[-1]
+        return {"token_error": float((tokens - reference).pow(2).mean().sqrt() / reference.pow(2).mean().sqrt())}
+
+    def settings(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+    def prepare(self, out: Path) -> None:
+        """The pipeline directory around the head: the teacher's tokenizer and generator, any other distilled
+        heads it carries, and the head's config."""
+        pipe, students = self.pipe, dict(self.pipe.generator.students)
+        students.pop(self.config.evals, None)
+        files = {}
+        for name, module in (("tokenizer", pipe.tokenizer), ("generator", pipe.generator)):
+            files |= model_files(to_dict(module.config), module.state_dict(), folder=name)
+        files |= student_files(students)
+        files[f"{FOLDER.format(self.config.evals)}/{CONFIG}"] = json_bytes(to_dict(self.model.config))
+        commit_files(out, files)
+
+    def export_config(self, ema_model) -> dict[str, Any]:
+        return {**pipeline_config(self.pipe.classes), "distillation": to_dict(self.config), "run": to_dict(self.run)}
+
+
+def distill_head(model: str | Path, out: str | Path, run: RunConfig, config: DistillConfig,
+                 resume: bool = False) -> StudentHead:
+    """`eqgen distill head`: distil the flow head of the pipeline `model` into a head of `config.evals`
+    evaluations; `out` becomes a pipeline directory carrying it (distilled-K/) beside the teacher."""
+    if Path(out).resolve() == Path(str(model)).resolve():
+        raise EqgenError(f"--out must be a new directory, not the model's own ({model}): the run keeps its "
+                         "checkpoints there")
+    pipe = Pipeline.from_pretrained(model)
+    torch.manual_seed(run.seed)
+    return fit(DistillTask(pipe, config, run), run, out, resume=resume)
