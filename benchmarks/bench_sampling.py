@@ -2,13 +2,16 @@
 
     python benchmarks/bench_sampling.py                       # the `demo` preset, random weights
     python benchmarks/bench_sampling.py --preset S --device cuda --lengths 16 128
+    python benchmarks/bench_sampling.py --model builtin --lengths 128 1024 --batch 16
 
 Two tables:
 1. The cache alone: the windowed KV cache vs recomputing the whole prefix at every token (the official
    algorithm), with the same flow-head solver (`--steps` Euler steps). With a window the cached cost per token
    is constant, so time(N)/time(16) stays close to N/16; recomputing grows quadratically.
 2. End to end: the official sampler (recompute + 100 Euler steps) vs eqgen's defaults (cache + Heun, 10 steps
-   on the rho = 1.5 grid, which bench_solvers.py measures as more accurate than 100 Euler steps).
+   on the rho = 1.5 grid, which bench_solvers.py measures as more accurate than 100 Euler steps) vs a distilled
+   head of `--distilled` evaluations (distill.py; the model's own, or a freshly made one of the same cost, and
+   with its guidance distilled no unconditional branch).
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ import time
 
 import torch
 
+from eqgen import Pipeline
 from eqgen.configs import from_preset
+from eqgen.distill import StudentConfig, StudentHead
 from eqgen.flow import evaluations
 from eqgen.generator import GENERATOR_PRESETS, EquivariantGenerator, GeneratorConfig
 from eqgen.sampling import OFFICIAL, SamplingOptions, TokenSampler
@@ -55,6 +60,8 @@ def time_image(model, length: int, args, repeats: int, options: SamplingOptions,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo", choices=list(GENERATOR_PRESETS))
+    parser.add_argument("--model", help="a pipeline directory or 'builtin' instead of --preset's random weights")
+    parser.add_argument("--distilled", type=int, default=4, help="evaluations of the distilled head in table 2")
     parser.add_argument("--steps", type=int, default=25, help="Euler steps per token in table 1")
     parser.add_argument("--cfg", type=float, default=3.0, help="guidance (≠ 1 doubles the batch, as officially)")
     parser.add_argument("--batch", type=int, default=1, help="images per call (1 = interactive use)")
@@ -64,9 +71,14 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = EquivariantGenerator(from_preset(GeneratorConfig, GENERATOR_PRESETS, args.preset)).to(args.device).eval()
+    if args.model:
+        model = Pipeline.from_pretrained(args.model, args.device).generator
+    else:
+        model = EquivariantGenerator(from_preset(GeneratorConfig, GENERATOR_PRESETS, args.preset)).to(args.device).eval()
+    if args.distilled not in model.students:
+        model.students[args.distilled] = StudentHead.from_teacher(model, StudentConfig(evals=args.distilled)).eval()
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"preset {args.preset} ({params:.1f}M parameters, window {model.config.window}, depth {model.config.depth}), "
+    print(f"{args.model or 'preset ' + args.preset} ({params:.1f}M parameters, window {model.config.window}, depth {model.config.depth}), "
           f"cfg {args.cfg}, batch {args.batch}, {args.device}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
     euler = OFFICIAL.replace(steps=args.steps)
@@ -92,10 +104,14 @@ def main() -> None:
 
     print(f"\n2. End to end: official (recompute, Euler 100) vs eqgen (cached, {EQGEN.solver} {EQGEN.steps} "
           f"steps, rho {EQGEN.rho}: {evaluations(EQGEN.solver, EQGEN.steps)} head evaluations per token)")
-    print(f"{'tokens':>6} {'official s/image':>17} {'eqgen s/image':>14} {'speed-up':>9}")
+    distilled = EQGEN.replace(solver="distilled", steps=args.distilled)
+    print(f"{'tokens':>6} {'official ms/token':>18} {'eqgen':>8} {'distilled':>10} {'official/eqgen':>15} "
+          f"{'eqgen/distilled':>16} {'official/distilled':>19}")
     for n in lengths:
-        official, ours = measure(n, OFFICIAL, "recompute")[0], measure(n, EQGEN, "cached")[0]
-        print(f"{n:>6} {official:>17.3f} {ours:>14.3f} {official / ours:>8.2f}x")
+        official, ours, few = (1000 * measure(n, o, mode)[0] / n for o, mode in
+                               ((OFFICIAL, "recompute"), (EQGEN, "cached"), (distilled, "cached")))
+        print(f"{n:>6} {official:>18.3f} {ours:>8.3f} {few:>10.3f} {official / ours:>14.2f}x {ours / few:>15.2f}x "
+              f"{official / few:>18.2f}x")
 
 
 if __name__ == "__main__":

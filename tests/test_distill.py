@@ -2,10 +2,13 @@
 pipeline, samples through every entry point, and is refused in one line where it does not apply."""
 import argparse
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from conftest import make_tiny_pipeline
@@ -160,3 +163,22 @@ def test_a_converted_official_model_distils(tmp_path):
     assert records[-2]["loss"] < records[0]["loss"]
     pipe = Pipeline.from_pretrained(tmp_path / "d")
     assert pipe.generate(["class3"], 4, solver="distilled", steps=2).shape == (1, 3, 32, 16)
+
+
+def _ddp_worker(rank, world_size, port, model, out):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    assert _distill(model, out, "--evals", "2", "--steps", "6") == 0
+
+
+def test_two_processes_distil_together(tmp_path, tiny_dir):
+    """Each process samples its own share of the conditions; DDP keeps the students equal."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tiny_dir), str(tmp_path / "ddp")), nprocs=2, join=True)
+    state = load_training_state(tmp_path / "ddp")
+    assert len(state["rng"]) == 2 and state["step"] == 6
+    pipe = Pipeline.from_pretrained(tmp_path / "ddp")
+    assert pipe.generate(["a"], 4, solver="distilled", steps=2).shape[0] == 1
+    assert "token_error" in _records(tmp_path / "ddp")[-1]

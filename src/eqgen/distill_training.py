@@ -12,12 +12,15 @@ the teacher's tokens relative to their RMS, in metrics.jsonl).
 from __future__ import annotations
 
 import math
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .checkpoint import CONFIG, WEIGHTS, model_files
 from .configs import to_dict
@@ -71,6 +74,7 @@ def sampled_conditions(generator, num_classes: int, config: DistillConfig, seed:
     has class i mod C and its own seed; this process takes every world_size-th batch of images."""
     C, n = num_classes, num_classes * config.images_per_class
     lo, hi = config.cfg_range
+    batch = min(batch, math.ceil(n / world_size))   # every process gets a share
     chunks = list(range(0, n, batch))
     conditions = []
     for c, start in list(enumerate(chunks))[rank::world_size]:
@@ -83,7 +87,7 @@ def sampled_conditions(generator, num_classes: int, config: DistillConfig, seed:
         conditions.append(torch.stack([generator.condition(tokens, y).flatten(0, 1)
                                        for y in (labels, torch.full_like(labels, NULL_LABEL))]))
     if not conditions:
-        raise EqgenError(f"{n} images make fewer batches than processes; raise --images-per-class")
+        raise EqgenError(f"{n} sampled sequences cannot be shared by {world_size} processes; raise --images-per-class")
     z = torch.cat(conditions, dim=1)
     return z[0], z[1]
 
@@ -151,14 +155,22 @@ class DistillTask(Task):
 
     def batches(self, start: int) -> Iterator[torch.Tensor]:
         self.generator.to(self.device)
-        self.lessons = Lessons(self.generator, len(self.pipe.classes), self.config, self.run.seed, self.rank,
-                               self.world_size)
+        c, begun = self.config, time.perf_counter()
+        self._say(f"sampling {c.images_per_class * len(self.pipe.classes)} sequences of {c.tokens} tokens for the "
+                  f"conditions, then the teacher's solves (Heun, {c.evals * c.substeps} steps)")
+        self.lessons = Lessons(self.generator, len(self.pipe.classes), c, self.run.seed, self.rank, self.world_size)
+        self._say(f"{len(self.lessons.train_rows)} lessons to learn, {len(self.lessons.test_rows)} held out, "
+                  f"made in {time.perf_counter() - begun:.0f} s")
         rows = self.lessons.train_rows
         for step in range(start, 2**62):
             rng = np.random.default_rng([self.run.seed, step, self.rank])
             yield rows[torch.from_numpy(rng.integers(0, len(rows), self.run.batch_size)).to(rows.device)], \
                 torch.from_numpy(rng.integers(0, self.config.evals, self.run.batch_size)), \
                 torch.from_numpy(rng.random(self.run.batch_size)).float()
+
+    def _say(self, message: str) -> None:
+        if self.rank == 0:
+            tqdm.write(f"distill: {message}", file=sys.stderr)
 
     def training_step(self, batch, step: int) -> dict[str, float]:
         rows, segment, t = (b.to(self.device) for b in batch)

@@ -36,7 +36,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..distill import distilled_head
 from ..errors import EqgenError
+from ..flow import DISTILLED
 from ..imageio import to_uint8
 from ..pipeline import Pipeline
 from ..sampling import PANORAMA, SamplingOptions, TokenSampler
@@ -153,6 +155,8 @@ class App:
             raise EqgenError(f"the number of sessions must be at least 1, got {max_sessions}")
         self.pipe, self.max_width, self.max_sessions = pipe, max_width, max_sessions
         self.options = options.replace(**changes)
+        if self.options.solver == DISTILLED:   # a head the model lacks is refused at start, not at the first request
+            distilled_head(pipe.generator, self.options)
         self.defaults = parse({name: getattr(self.options, name) for name in REQUESTED}, dict.fromkeys(REQUESTED))
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.lock = threading.Lock()  # the sampler and the model's caches are not thread-safe

@@ -11,8 +11,10 @@ from typing import Iterable
 
 import torch
 
-from ..flow import evaluations, solve
+from ..distill import distilled_head
+from ..flow import DISTILLED, evaluations, solve
 from ..generator import NULL_LABEL
+from ..sampling import SamplingOptions
 from .positions import held_out_tokens
 
 REFERENCE = ("heun", 400, 1.0)
@@ -28,13 +30,15 @@ def teacher_conditions(pipe, per_class: int, tokens: int, guided: bool) -> torch
 
 @torch.no_grad()
 def solver_errors(pipe, runs: Iterable[tuple[str, int, float]], cfg: float = 3.0, per_class: int = 4,
-                  tokens: int = 16, seed: int = 0) -> list[dict]:
+                  tokens: int = 16, seed: int = 0, temperature: float = 1.0) -> list[dict]:
     """One row per (solver, steps, rho) of `runs`: head evaluations, relative error against the REFERENCE solve,
-    and seconds. cfg is a constant guidance scale (1 = unguided)."""
+    and seconds. cfg is a constant guidance scale (1 = unguided); solver "distilled" is the pipeline's distilled
+    head of `steps` evaluations (rho unused)."""
     guided = cfg != 1.0
     z = teacher_conditions(pipe, per_class, tokens, guided)
     n = len(z) // 2 if guided else len(z)
     noise = torch.randn(n, pipe.generator.config.token_dim, generator=torch.Generator().manual_seed(seed)).to(z)
+    noise = noise * temperature
     head, scale = pipe.generator.head, (cfg if guided else None)
     ref_solver, ref_steps, ref_rho = REFERENCE
     reference = solve(head, z, noise, ref_steps, ref_solver, scale, ref_rho)
@@ -42,7 +46,13 @@ def solver_errors(pipe, runs: Iterable[tuple[str, int, float]], cfg: float = 3.0
     rows = []
     for solver, steps, rho in runs:
         start = time.perf_counter()
-        out = solve(head, z, noise, steps, solver, scale, rho)
+        if solver == DISTILLED:
+            options = SamplingOptions(cfg=cfg, cfg_schedule="constant", temperature=temperature, solver=solver,
+                                      steps=steps)
+            student = distilled_head(pipe.generator, options)
+            out = student.sample(z[:n], noise, cfg) if student.guidance_distilled else student.sample(z, noise, scale)
+        else:
+            out = solve(head, z, noise, steps, solver, scale, rho)
         rows.append(dict(solver=solver, steps=steps, rho=rho, evaluations=evaluations(solver, steps),
                          error=float((out - reference).pow(2).mean().sqrt() / rms), tokens=n,
                          seconds=time.perf_counter() - start))

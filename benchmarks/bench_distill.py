@@ -1,0 +1,75 @@
+"""Distilled few-step heads: which way of distilling reaches the teacher's tokens in 1, 2 and 4 evaluations.
+
+    python benchmarks/bench_distill.py                       # the built-in model, every candidate
+    python benchmarks/bench_distill.py --steps 3000 --only trajectory:distilled
+
+Each candidate (method × guidance mode × evaluations) is distilled from the same teacher with the same budget
+(`eqgen distill head` defaults, `--steps` optimizer steps) into a scratch directory, then scored like the
+solvers of bench_solvers.py: held-out conditions (teacher-forced renders of every class, which the students
+never saw: they learn from the pipeline's own samples), the same noise, the error against a Heun-400 solve
+relative to the RMS of its tokens, printed as a ratio to the paper's sampler (Euler, 100 steps). Everything is
+measured in this one run.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from eqgen import Pipeline
+from eqgen.distill import GUIDANCE, METHODS
+from eqgen.distill_training import DistillConfig, distill_head
+from eqgen.evaluation.solvers import REFERENCE, solver_errors
+from eqgen.training import RunConfig
+
+BASELINES = [("euler", 100, 1.0), ("heun", 10, 1.5)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="builtin")
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per candidate")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--evals", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--only", nargs="+", help="candidates METHOD:GUIDANCE (default: every pair)")
+    parser.add_argument("--cfg", type=float, default=3.0, help="constant guidance scale of the scoring")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    args = parser.parse_args()
+
+    pairs = [tuple(p.split(":")) for p in args.only] if args.only else list(itertools.product(METHODS, GUIDANCE))
+    pipe = Pipeline.from_pretrained(args.model)
+    results, seconds = [], {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for (method, guidance), evals in itertools.product(pairs, args.evals):
+            out = Path(scratch) / f"{method}-{guidance}-{evals}"
+            start = time.perf_counter()
+            distill_head(args.model, out, RunConfig(steps=args.steps, batch_size=1024, ema_decay=0.99,
+                                                    save_every=args.steps, device="cpu", precision="fp32"),
+                         DistillConfig(evals=evals, method=method, guidance=guidance, lr=args.lr))
+            seconds[method, guidance, evals] = time.perf_counter() - start
+            pipe.generator.students = Pipeline.from_pretrained(out).generator.students
+            row, = solver_errors(pipe, [("distilled", evals, 0.0)], args.cfg, temperature=args.temperature)
+            results.append((method, guidance, evals, row))
+    baselines = solver_errors(pipe, BASELINES, args.cfg, temperature=args.temperature)
+    bar = baselines[0]["error"]
+
+    print(f"{args.model}: {baselines[0]['tokens']} held-out tokens, cfg {args.cfg}, temperature {args.temperature}, "
+          f"reference {REFERENCE}, {args.steps} distillation steps per candidate, {torch.get_num_threads()} threads")
+    print(f"\n{'head':<34} {'evals':>5} {'rel. error':>10} {'vs Euler 100':>12} {'distil s':>9}")
+    for r in baselines:
+        print(f"{r['solver'] + ' ' + str(r['steps']) + ' steps, rho ' + str(r['rho']):<34} {r['evaluations']:>5} "
+              f"{r['error']:>10.5f} {r['error'] / bar:>12.2f} {'':>9}")
+    for method, guidance, evals, r in results:
+        print(f"{'distilled, ' + method + ', ' + guidance + ' guidance':<34} {evals:>5} {r['error']:>10.5f} "
+              f"{r['error'] / bar:>12.2f} {seconds[method, guidance, evals]:>9.0f}")
+    for evals in args.evals:
+        best = min((x for x in results if x[2] == evals), key=lambda x: x[3]["error"])
+        print(f"best at {evals} evaluation(s): {best[0]}, {best[1]} guidance, {best[3]['error'] / bar:.2f}x Euler-100's error")
+
+
+if __name__ == "__main__":
+    main()
