@@ -4,7 +4,8 @@
     python benchmarks/bench_distill.py --steps 3000 --only trajectory:distilled
 
 Each candidate (method × guidance mode × evaluations) is distilled from the same teacher with the same budget
-(`eqgen distill head` defaults, `--steps` optimizer steps) into a scratch directory, then scored like the
+(`eqgen distill head` with --steps, --draws and --images-per-class, smaller than the command's defaults so
+that a dozen candidates fit in an hour of 2 CPU cores) into a scratch directory, then scored like the
 solvers of bench_solvers.py: held-out conditions (teacher-forced renders of every class, which the students
 never saw: they learn from the pipeline's own samples), the same noise, the error against a Heun-400 solve
 relative to the RMS of its tokens, printed as a ratio to the paper's sampler (Euler, 100 steps). Everything is
@@ -32,7 +33,9 @@ BASELINES = [("euler", 100, 1.0), ("heun", 10, 1.5)]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="builtin")
-    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per candidate")
+    parser.add_argument("--steps", type=int, default=500, help="optimizer steps per candidate")
+    parser.add_argument("--draws", type=int, default=2, help="lessons per condition (eqgen distill head --draws)")
+    parser.add_argument("--images-per-class", type=int, default=32, help="sequences sampled per class")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--evals", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--only", nargs="+", help="candidates METHOD:GUIDANCE (default: every pair)")
@@ -49,7 +52,8 @@ def main() -> None:
             start = time.perf_counter()
             distill_head(args.model, out, RunConfig(steps=args.steps, batch_size=1024, ema_decay=0.99,
                                                     save_every=args.steps, device="cpu", precision="fp32"),
-                         DistillConfig(evals=evals, method=method, guidance=guidance, lr=args.lr))
+                         DistillConfig(evals=evals, method=method, guidance=guidance, lr=args.lr, draws=args.draws,
+                                       images_per_class=args.images_per_class))
             seconds[method, guidance, evals] = time.perf_counter() - start
             pipe.generator.students = Pipeline.from_pretrained(out).generator.students
             row, = solver_errors(pipe, [("distilled", evals, 0.0)], args.cfg, temperature=args.temperature)

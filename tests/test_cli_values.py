@@ -40,7 +40,8 @@ MISSING = "/nonexistent/eqgen-model"
 TRAINING = {"--out": OUT_DIR, "--steps": POSITIVE_INT, "--batch-size": POSITIVE_INT, "--seed": SEED,
             "--device": DEVICE, "--lr": POSITIVE_FLOAT, "--warmup": NONNEGATIVE_INT, "--save-every": POSITIVE_INT,
             "--ema": UNIT_INTERVAL}
-SOLVER = {"--steps": POSITIVE_INT, "--rho": POSITIVE_FLOAT}
+THREADS = ["0", "-1", "4097", "1.5", "x", ""]
+SOLVER = {"--steps": POSITIVE_INT, "--rho": POSITIVE_FLOAT, "--threads": THREADS}
 GENERATION = {**SOLVER, "--seed": SEED, "--cfg": NONNEGATIVE_FLOAT, "--temperature": NONNEGATIVE_FLOAT,
               "--device": DEVICE, "--output": PNG}
 NPZ = ["{file}/s.npz", "stats", "s.png", "{tmp}/d.png", "/proc/s.npz", ""]
@@ -67,6 +68,10 @@ COMMANDS = {
     "data classes": ([], {}),
     "data inspect": ([MISSING], {}),
     "convert official": (["-o", "{tmp}/converted"], {"--out": OUT_DIR}),
+    "distill head": (["--out", "{tmp}/run", "--model", MISSING],
+                     {**TRAINING, "--evals": POSITIVE_INT, "--cfg-max": POSITIVE_FLOAT,
+                      "--images-per-class": POSITIVE_INT, "--tokens": POSITIVE_INT, "--draws": POSITIVE_INT,
+                      "--teacher-steps": POSITIVE_INT}),
     "eval long": (["--class", "alpine", "--model", MISSING],
                   {**SOLVER, "--multiple": POSITIVE_INT, "--images": POSITIVE_INT, "--cfg": NONNEGATIVE_FLOAT,
                    "--seed": SEED, "--every": POSITIVE_INT}),

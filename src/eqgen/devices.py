@@ -19,6 +19,18 @@ def native_bf16(device: torch.device) -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
+def sampling_threads(requested: int | None = None) -> int:
+    """Torch's CPU threads for sampling: `requested`, else OMP_NUM_THREADS where it is set, else one. Sampling is
+    many small matrix products in sequence; one thread is as fast as two on an idle machine and many times
+    faster on a busy one (benchmarks/bench_threads.py, docs/performance.md)."""
+    if requested is not None:
+        return requested
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return 1
+
+
 PRECISIONS = ("auto", "bf16", "fp32")
 
 

@@ -45,6 +45,7 @@ class DistillConfig:
     rho: float = 1.5                 # the student's time grid
     images_per_class: int = 64       # sequences the pipeline generates per class for the conditions
     tokens: int = 32                 # their length
+    draws: int = 8                   # lessons per condition: start noises, each with its guidance scale
     teacher_steps: int = 16          # Heun steps of the teacher's solve (at least; a multiple of evals)
     cfg_range: tuple[float, float] = (1.0, 5.0)
     temperature_range: tuple[float, float] = (0.0, 1.0)
@@ -54,7 +55,7 @@ class DistillConfig:
 
     def __post_init__(self):
         self.student()   # the student's fields are checked there
-        for name in ("images_per_class", "tokens", "teacher_steps"):
+        for name in ("images_per_class", "tokens", "draws", "teacher_steps"):
             if getattr(self, name) < 1:
                 raise EqgenError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -93,40 +94,40 @@ def sampled_conditions(generator, num_classes: int, config: DistillConfig, seed:
 
 
 class Lessons:
-    """What the student learns from: conditions z [N, D], guidance scales [N] (distilled guidance), and the
-    teacher's states [evals + 1, N, C] from the start noise to the token."""
+    """What the student learns from: the conditions z [M, D] (conditional rows; with per-evaluation guidance the
+    unconditional ones after them), and `draws` lessons per condition (lesson r learns condition r mod M): a
+    guidance scale [R] (distilled guidance) and the teacher's states [evals + 1, R, C] from the start noise to
+    the token. Every HELD_OUT-th condition, with all its lessons, is held out."""
 
-    def __init__(self, generator, num_classes: int, config: DistillConfig, seed: int, rank: int, world_size: int):
+    def __init__(self, generator, num_classes: int, config: DistillConfig, seed: int, rank: int, world_size: int,
+                 progress: bool = False, chunk: int = 8192):
         z_cond, z_uncond = sampled_conditions(generator, num_classes, config, seed, rank, world_size)
+        distilled = config.guidance == "distilled"
+        self.z = z_cond if distilled else torch.cat([z_cond, z_uncond])
+        M, N, C, device = len(self.z), len(z_cond), generator.config.token_dim, z_cond.device
+        R = config.draws * M
         g = torch.Generator().manual_seed(seed * 1000 + rank)
-        N, C = len(z_cond), generator.config.token_dim
         lo, hi = config.temperature_range
-        temperature = torch.where(torch.rand(N, generator=g) < 0.5, torch.tensor(hi), lo + (hi - lo) * torch.rand(N, generator=g))
-        noise = torch.randn(N, C, generator=g) * temperature[:, None]
-        head, device = generator.head, z_cond.device
-        if config.guidance == "distilled":
-            lo, hi = config.cfg_range
-            self.scale = (lo + (hi - lo) * torch.rand(N, generator=g)).to(device)
-            self.z = z_cond
-            self.states = self._solve(head, torch.cat([z_cond, z_uncond]), noise.to(device), self.scale[:, None], config)
-        else:   # both branches, unguided
-            self.scale = None
-            self.z = torch.cat([z_cond, z_uncond])
-            self.states = self._solve(head, self.z, torch.cat([noise, noise]).to(device), None, config)
-        rows = torch.arange(len(self.z), device=device)
-        self.train_rows, self.test_rows = rows[rows % HELD_OUT != 0], rows[rows % HELD_OUT == 0]
+        temperature = torch.where(torch.rand(R, generator=g) < 0.5, torch.tensor(hi), lo + (hi - lo) * torch.rand(R, generator=g))
+        noise = (torch.randn(R, C, generator=g) * temperature[:, None]).to(device)
+        lo, hi = config.cfg_range
+        self.scale = (lo + (hi - lo) * torch.rand(R, generator=g)).to(device) if distilled else None
+        parts = []
+        for a in tqdm(range(0, R, chunk), disable=not progress, desc="teacher", leave=False):
+            index = torch.arange(a, min(a + chunk, R), device=device) % M
+            if distilled:   # the guided solve: both branches of each condition, one row each
+                z, scale = torch.cat([z_cond[index], z_uncond[index]]), self.scale[a:a + chunk, None]
+            else:
+                z, scale = self.z[index], None
+            parts.append(teacher_states(generator.head, z, noise[a:a + chunk], scale, config.evals, config.rho,
+                                        config.substeps))
+        self.states = torch.cat(parts, dim=1)
+        rows = torch.arange(R, device=device)
+        held = (rows % M) % N % HELD_OUT == 0   # a held-out condition's branches are held out together
+        self.train_rows, self.test_rows = rows[~held], rows[held]
 
-    @staticmethod
-    def _solve(head, z, noise, scale, config, chunk: int = 8192):
-        if scale is None:
-            parts = [teacher_states(head, z[a:a + chunk], noise[a:a + chunk], None, config.evals, config.rho,
-                                    config.substeps) for a in range(0, len(noise), chunk)]
-        else:
-            cond, uncond = z.chunk(2)
-            parts = [teacher_states(head, torch.cat([cond[a:a + chunk], uncond[a:a + chunk]]), noise[a:a + chunk],
-                                    scale[a:a + chunk], config.evals, config.rho, config.substeps)
-                     for a in range(0, len(noise), chunk)]
-        return torch.cat(parts, dim=1)
+    def conditions(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.z[rows % len(self.z)]
 
 
 class DistillTask(Task):
@@ -158,7 +159,8 @@ class DistillTask(Task):
         c, begun = self.config, time.perf_counter()
         self._say(f"sampling {c.images_per_class * len(self.pipe.classes)} sequences of {c.tokens} tokens for the "
                   f"conditions, then the teacher's solves (Heun, {c.evals * c.substeps} steps)")
-        self.lessons = Lessons(self.generator, len(self.pipe.classes), c, self.run.seed, self.rank, self.world_size)
+        self.lessons = Lessons(self.generator, len(self.pipe.classes), c, self.run.seed, self.rank, self.world_size,
+                               progress=self.rank == 0)
         self._say(f"{len(self.lessons.train_rows)} lessons to learn, {len(self.lessons.test_rows)} held out, "
                   f"made in {time.perf_counter() - begun:.0f} s")
         rows = self.lessons.train_rows
@@ -175,7 +177,7 @@ class DistillTask(Task):
     def training_step(self, batch, step: int) -> dict[str, float]:
         rows, segment, t = (b.to(self.device) for b in batch)
         lessons, student = self.lessons, self.wrapped["student"]
-        z, states = lessons.z[rows], lessons.states[:, rows]
+        z, states = lessons.conditions(rows), lessons.states[:, rows]
         scale = None if lessons.scale is None else lessons.scale[rows]
         with self.autocast():
             if self.config.method == "trajectory":
@@ -194,7 +196,7 @@ class DistillTask(Task):
     @torch.no_grad()
     def evaluate(self, ema_model, step: int, out: Path) -> dict[str, float]:
         lessons, rows = self.lessons, self.lessons.test_rows
-        z, states = lessons.z[rows], lessons.states[:, rows]
+        z, states = lessons.conditions(rows), lessons.states[:, rows]
         if lessons.scale is None:
             tokens = ema_model.sample(z, states[0], None)
         else:

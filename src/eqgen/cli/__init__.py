@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, or a bad value: the parser has printed its one line
         return done.code
+    if hasattr(args, "threads"):   # the sampling commands (cli/common.sampling_flags)
+        import torch
+
+        from ..devices import sampling_threads
+
+        torch.set_num_threads(sampling_threads(args.threads))
     try:
         args.run(args)
     except EqgenError as err:

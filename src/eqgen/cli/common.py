@@ -6,7 +6,7 @@ import dataclasses
 
 from ..flow import CFG_SCHEDULES, DISTILLED, SOLVERS
 from ..sampling import SamplingOptions
-from .types import device, nonnegative_float, png_file, positive_float, positive_int, seed
+from .types import device, nonnegative_float, png_file, positive_float, positive_int, seed, threads
 
 
 def generation_flags(parser: argparse.ArgumentParser, defaults: SamplingOptions, output: bool = True) -> None:
@@ -34,6 +34,9 @@ def sampling_flags(parser: argparse.ArgumentParser, defaults: SamplingOptions) -
                              f"(eqgen distill head) (default: {defaults.solver})")
     parser.add_argument("--rho", type=positive_float, default=defaults.rho,
                         help=f"time grid (k/steps)^rho; 1 = uniform, as officially (default: {defaults.rho})")
+    parser.add_argument("--threads", type=threads,
+                        help="torch CPU threads (default: OMP_NUM_THREADS if set, else 1: fastest for sampling on "
+                             "an idle CPU and far faster on a busy one, docs/performance.md)")
 
 
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:

@@ -32,6 +32,8 @@ def add_distill(commands) -> None:
     p.add_argument("--images-per-class", type=positive_int, default=defaults.images_per_class,
                    help="sequences the pipeline samples per class for the conditions")
     p.add_argument("--tokens", type=positive_int, default=defaults.tokens, help="tokens per sampled sequence")
+    p.add_argument("--draws", type=positive_int, default=defaults.draws,
+                   help="lessons per condition (start noises, each with its guidance scale and the teacher's solve)")
     p.add_argument("--teacher-steps", type=positive_int, default=defaults.teacher_steps,
                    help="Heun steps of the teacher's solve (rounded up to a multiple of --evals)")
     run_flags(p, steps=2000, batch_size=1024, what="tokens", changeable="--lr, --warmup, --ema, --device, --precision")
@@ -43,6 +45,7 @@ def _distill_head(args: argparse.Namespace) -> None:
 
     config = DistillConfig(evals=args.evals, method=args.method, guidance=args.guidance,
                            cfg_range=(1.0, args.cfg_max), images_per_class=args.images_per_class, tokens=args.tokens,
+                           draws=args.draws,
                            teacher_steps=args.teacher_steps,
                            **{field: value for field, value in (("lr", args.lr), ("warmup_steps", args.warmup))
                               if value is not None})

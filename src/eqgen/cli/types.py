@@ -92,6 +92,7 @@ def real(low: float = -math.inf, *, above: bool = False, below: float = math.inf
 positive_int = integer(1, what="a positive integer")
 nonnegative_int = integer(0)
 at_least_two = integer(2)  # statistics over images (FID, standard errors) and token convolutions need two
+threads = integer(1, 4096, "a number of threads from 1 to 4096")
 seed = integer(0, 2**32 - 1, "an integer from 0 to 2**32 - 1")  # room for the offsets that make per-image seeds
 pixel_column = integer(-2**40, 2**40, "an integer between -2**40 and 2**40")  # past it float64 blurs the columns
 positive_float = real(0.0, above=True, what="a positive finite number")
