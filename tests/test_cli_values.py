@@ -69,7 +69,7 @@ COMMANDS = {
     "data inspect": ([MISSING], {}),
     "convert official": (["-o", "{tmp}/converted"], {"--out": OUT_DIR}),
     "distill head": (["--out", "{tmp}/run", "--model", MISSING],
-                     {**TRAINING, "--evals": POSITIVE_INT, "--cfg-max": POSITIVE_FLOAT,
+                     {**TRAINING, "--evals": POSITIVE_INT, "--cfg-max": [*POSITIVE_FLOAT, "0.99"],
                       "--images-per-class": POSITIVE_INT, "--tokens": POSITIVE_INT, "--draws": POSITIVE_INT,
                       "--teacher-steps": POSITIVE_INT}),
     "eval long": (["--class", "alpine", "--model", MISSING],
@@ -229,3 +229,14 @@ def test_the_eqgen_command_refuses_with_one_line(tmp_path, args, message):
     assert done.returncode == 2 and done.stdout == ""
     assert message in _one_error_line(done.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing written
+
+
+def test_sampling_threads_come_from_the_flag_then_omp_num_threads_then_one(monkeypatch):
+    from eqgen.devices import sampling_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert sampling_threads() == 1 and sampling_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert sampling_threads() == 2 and sampling_threads(1) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert sampling_threads() == 1

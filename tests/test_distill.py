@@ -18,7 +18,6 @@ from eqgen.cli import main
 from eqgen.distill import StudentConfig, StudentHead, teacher_states
 from eqgen.errors import EqgenError
 from eqgen.flow import solve
-from eqgen.sampling import SamplingOptions
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/official"
 TINY = ["--images-per-class", "2", "--tokens", "6", "--teacher-steps", "8", "--batch-size", "64",
@@ -74,10 +73,10 @@ def test_distillation_lowers_the_token_error_and_the_pipeline_carries_the_head(t
     assert _distill("builtin", before, "--evals", "2", "--steps", "1", "--lr", "1e-9", settings=BUILTIN_SMALL) == 0
     assert _distill("builtin", after, "--evals", "2", "--steps", "60", "--lr", "1e-3", settings=BUILTIN_SMALL) == 0
     records = _records(after)
-    assert records[-1]["token_error"] < 0.7 * _records(before)[-1]["token_error"]   # measured 0.24 against 0.42
+    assert records[-1]["token_error"] < 0.7 * _records(before)[-1]["token_error"]
     assert records[-2]["loss"] < 0.5 * records[0]["loss"]   # measured 0.009 against 0.040
     pipe = Pipeline.from_pretrained(after)
-    assert list(pipe.generator.students) == [2]
+    assert sorted(pipe.generator.students) == [2, 4]   # the new head and the built-in model's own
     images = pipe.generate(["alpine", "coast"], 5, solver="distilled", steps=2, cfg=2.0)
     assert images.shape[0] == 2 and torch.isfinite(images).all()
     # The teacher is the pipeline's own, unchanged.
@@ -86,8 +85,8 @@ def test_distillation_lowers_the_token_error_and_the_pipeline_carries_the_head(t
         assert torch.equal(v, pipe.generator.state_dict()[k])
     # Saving keeps the head; a pipeline without it is refused with the way out, in one line.
     pipe.save_pretrained(tmp_path / "copy")
-    assert list(Pipeline.from_pretrained(tmp_path / "copy").generator.students) == [2]
-    with pytest.raises(EqgenError, match="no distilled head of 3 evaluations .*has distilled heads of 2"):
+    assert sorted(Pipeline.from_pretrained(tmp_path / "copy").generator.students) == [2, 4]
+    with pytest.raises(EqgenError, match="no distilled head of 3 evaluations .*has distilled heads of 2, 4"):
         pipe.generate(["alpine"], 4, solver="distilled", steps=3)
 
 

@@ -104,16 +104,20 @@ class StudentHead(FlowHead):
 
     def sample(self, z: torch.Tensor, noise: torch.Tensor, scale: float | torch.Tensor | None) -> torch.Tensor:
         """Tokens [B, C] from `noise` [B, C] in `evals` Euler steps. Distilled guidance: z [B, D] (conditional
-        rows only) and the scale; per evaluation: z = [cond; uncond] [2B, D] when `scale` is given."""
-        times = time_grid(self.config.evals, self.config.rho)
-        embedded = self.time_embed(torch.tensor(times[:-1], device=z.device, dtype=z.dtype)).split(1)
+        rows only) and the scale; per evaluation: z = [cond; uncond] [2B, D] when `scale` is given.
+
+        The grid's times are known before the first step, so the blocks' modulations of all of them come from one
+        batched call ([evals·B, width] rows): at batch 1 each weight is read once per token, not once per step."""
+        K, times = self.config.evals, time_grid(self.config.evals, self.config.rho)
         distilled = self.guidance_distilled
         if distilled:
             scale = torch.as_tensor(1.0 if scale is None else scale, device=z.device).reshape(-1)
         y = self.embed(z, scale if distilled else None)
+        embedded = self.time_embed(torch.tensor(times[:-1], device=z.device, dtype=z.dtype))
+        every = self.modulations((embedded[:, None] + y[None]).flatten(0, 1))   # [K·B', width] per entry
         x = noise
-        for e, t, t_next in zip(embedded, times[:-1], times[1:]):
-            mods = self.modulations(e + y)
+        for k, (t, t_next) in enumerate(zip(times[:-1], times[1:])):
+            mods = [tuple(m.unflatten(0, (K, -1))[k] for m in mod) for mod in every]
             if distilled or scale is None:
                 v = self.velocity(x, mods)
             else:

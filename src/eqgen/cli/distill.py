@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .train import run_config, run_flags
-from .types import positive_float, positive_int
+from .types import guidance_scale, positive_int
 
 
 def add_distill(commands) -> None:
@@ -27,7 +27,7 @@ def add_distill(commands) -> None:
     p.add_argument("--guidance", default=defaults.guidance, choices=GUIDANCE,
                    help="distilled: the head learns the guided flow (one branch); per-evaluation: it learns both "
                         "branches and sampling guides each evaluation")
-    p.add_argument("--cfg-max", type=positive_float, default=defaults.cfg_range[1],
+    p.add_argument("--cfg-max", type=guidance_scale, default=defaults.cfg_range[1],
                    help="largest guidance scale the head learns (distilled guidance: it samples with cfg 1 to this)")
     p.add_argument("--images-per-class", type=positive_int, default=defaults.images_per_class,
                    help="sequences the pipeline samples per class for the conditions")

@@ -98,6 +98,7 @@ pixel_column = integer(-2**40, 2**40, "an integer between -2**40 and 2**40")  # 
 positive_float = real(0.0, above=True, what="a positive finite number")
 nonnegative_float = real(0.0, what="a finite number ≥ 0")
 unit_interval = real(0.0, below=1.0, what="a number in [0, 1)")
+guidance_scale = real(1.0, what="a finite guidance scale ≥ 1")
 
 
 def positions(text: str) -> list[int]:
