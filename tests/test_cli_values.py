@@ -71,6 +71,7 @@ COMMANDS = {
     "distill head": (["--out", "{tmp}/run", "--model", MISSING],
                      {**TRAINING, "--evals": POSITIVE_INT, "--cfg-max": [*POSITIVE_FLOAT, "0.99"],
                       "--images-per-class": POSITIVE_INT, "--tokens": POSITIVE_INT, "--draws": POSITIVE_INT,
+                      "--data-images": POSITIVE_INT,
                       "--teacher-steps": POSITIVE_INT}),
     "eval long": (["--class", "alpine", "--model", MISSING],
                   {**SOLVER, "--multiple": POSITIVE_INT, "--images": POSITIVE_INT, "--cfg": NONNEGATIVE_FLOAT,

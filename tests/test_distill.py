@@ -181,3 +181,16 @@ def test_two_processes_distil_together(tmp_path, tiny_dir):
     pipe = Pipeline.from_pretrained(tmp_path / "ddp")
     assert pipe.generate(["a"], 4, solver="distilled", steps=2).shape[0] == 1
     assert "token_error" in _records(tmp_path / "ddp")[-1]
+
+
+def test_real_images_add_their_conditions(tmp_path, tiny_dir, capsys):
+    small = ["--images-per-class", "2", "--tokens", "8", "--teacher-steps", "8", "--draws", "2", "--steps", "1"]
+    assert _distill("builtin", tmp_path / "own", *small, settings=[]) == 0
+    assert _distill("builtin", tmp_path / "data", *small, "--data", "landscapes", "--data-images", "16",
+                    settings=[]) == 0
+    err = capsys.readouterr().err
+    # 16 sampled sequences of 8 tokens, then as many teacher-forced renders: twice the lessons
+    assert "distill: 242 lessons to learn, 14 held out" in err and "distill: 486 lessons to learn, 26 held out" in err
+    # Data whose classes the model does not know is refused in one line.
+    assert _distill(tiny_dir, tmp_path / "wrong", "--data", "landscapes") == 2
+    assert "has classes this model does not know: desert" in capsys.readouterr().err

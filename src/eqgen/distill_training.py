@@ -3,7 +3,7 @@
 The data is made once when a run starts (or resumes; it is a function of the seed and the settings): the
 pipeline generates `images_per_class` sequences of `tokens` tokens per class at guidance scales spread over
 `cfg_range`; the transformer's conditions at every position of them, conditional and unconditional, are what
-the student learns for. Each condition gets one start noise (scaled by a temperature, half of them 1, half
+the student learns for (with `data`, also those of `data_images` real images, by teacher forcing). Each condition gets one start noise (scaled by a temperature, half of them 1, half
 spread over `temperature_range`), a guidance scale drawn from `cfg_range` (distilled guidance) and the teacher's
 solve: Heun on time_grid(evals·s, rho), s = ceil(teacher_steps / evals), kept at the student's grid times.
 A held-out twentieth of the conditions scores the EMA student at the end (`token_error`, the RMS difference to
@@ -46,6 +46,8 @@ class DistillConfig:
     images_per_class: int = 64       # sequences the pipeline generates per class for the conditions
     tokens: int = 32                 # their length
     draws: int = 8                   # lessons per condition: start noises, each with its guidance scale
+    data: str | None = None          # also teacher-forced conditions of real images: 'landscapes' or a folder
+    data_images: int = 512           # how many (of --data)
     teacher_steps: int = 16          # Heun steps of the teacher's solve (at least; a multiple of evals)
     cfg_range: tuple[float, float] = (1.0, 5.0)
     temperature_range: tuple[float, float] = (0.0, 1.0)
@@ -55,7 +57,7 @@ class DistillConfig:
 
     def __post_init__(self):
         self.student()   # the student's fields are checked there
-        for name in ("images_per_class", "tokens", "draws", "teacher_steps"):
+        for name in ("images_per_class", "tokens", "draws", "teacher_steps", "data_images"):
             if getattr(self, name) < 1:
                 raise EqgenError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -93,15 +95,43 @@ def sampled_conditions(generator, num_classes: int, config: DistillConfig, seed:
     return z[0], z[1]
 
 
+@torch.no_grad()
+def data_conditions(pipe, config: DistillConfig, seed: int, rank: int = 0, world_size: int = 1,
+                    batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conditions (z_cond, z_uncond) at every position of real images (`config.data`, `tokens` tokens wide),
+    by teacher forcing: this process's share of `data_images` images, labelled by the pipeline's class names."""
+    from .data.sources import ImageSource
+
+    source = ImageSource(config.data, pipe.height, config.tokens * pipe.token_width, seed=seed)
+    unknown = [name for name in source.classes if name not in pipe.classes]
+    if unknown:
+        raise EqgenError(f"--data {config.data} has classes this model does not know: {', '.join(unknown[:5])}")
+    to_model = torch.tensor([pipe.classes.index(name) for name in source.classes])
+    wanted, conditions = math.ceil(config.data_images / world_size), []
+    for images, labels in source.batches(min(batch, wanted), rank=rank, world_size=world_size):
+        tokens, labels = pipe.encode(images[:wanted]), to_model[labels[:wanted]].to(pipe.device)
+        conditions.append(torch.stack([pipe.generator.condition(tokens, y).flatten(0, 1)
+                                       for y in (labels, torch.full_like(labels, NULL_LABEL))]))
+        wanted -= len(labels)
+        if wanted <= 0:
+            break
+    z = torch.cat(conditions, dim=1)
+    return z[0], z[1]
+
+
 class Lessons:
     """What the student learns from: the conditions z [M, D] (conditional rows; with per-evaluation guidance the
     unconditional ones after them), and `draws` lessons per condition (lesson r learns condition r mod M): a
     guidance scale [R] (distilled guidance) and the teacher's states [evals + 1, R, C] from the start noise to
     the token. Every HELD_OUT-th condition, with all its lessons, is held out."""
 
-    def __init__(self, generator, num_classes: int, config: DistillConfig, seed: int, rank: int, world_size: int,
+    def __init__(self, pipe, config: DistillConfig, seed: int, rank: int, world_size: int,
                  progress: bool = False, chunk: int = 8192):
-        z_cond, z_uncond = sampled_conditions(generator, num_classes, config, seed, rank, world_size)
+        generator = pipe.generator
+        z_cond, z_uncond = sampled_conditions(generator, len(pipe.classes), config, seed, rank, world_size)
+        if config.data is not None:
+            data_cond, data_uncond = data_conditions(pipe, config, seed, rank, world_size)
+            z_cond, z_uncond = torch.cat([z_cond, data_cond]), torch.cat([z_uncond, data_uncond])
         distilled = config.guidance == "distilled"
         self.z = z_cond if distilled else torch.cat([z_cond, z_uncond])
         M, N, C, device = len(self.z), len(z_cond), generator.config.token_dim, z_cond.device
@@ -157,9 +187,10 @@ class DistillTask(Task):
     def batches(self, start: int) -> Iterator[torch.Tensor]:
         self.generator.to(self.device)
         c, begun = self.config, time.perf_counter()
-        self._say(f"sampling {c.images_per_class * len(self.pipe.classes)} sequences of {c.tokens} tokens for the "
-                  f"conditions, then the teacher's solves (Heun, {c.evals * c.substeps} steps)")
-        self.lessons = Lessons(self.generator, len(self.pipe.classes), c, self.run.seed, self.rank, self.world_size,
+        data = f" and teacher forcing {c.data_images} images of {c.data}" if c.data else ""
+        self._say(f"sampling {c.images_per_class * len(self.pipe.classes)} sequences of {c.tokens} tokens{data} for "
+                  f"the conditions, then the teacher's solves (Heun, {c.evals * c.substeps} steps)")
+        self.lessons = Lessons(self.pipe.to(self.device), c, self.run.seed, self.rank, self.world_size,
                                progress=self.rank == 0)
         self._say(f"{len(self.lessons.train_rows)} lessons to learn, {len(self.lessons.test_rows)} held out, "
                   f"made in {time.perf_counter() - begun:.0f} s")

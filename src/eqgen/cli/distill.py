@@ -34,6 +34,9 @@ def add_distill(commands) -> None:
     p.add_argument("--tokens", type=positive_int, default=defaults.tokens, help="tokens per sampled sequence")
     p.add_argument("--draws", type=positive_int, default=defaults.draws,
                    help="lessons per condition (start noises, each with its guidance scale and the teacher's solve)")
+    p.add_argument("--data", help="also learn the conditions of real images (teacher forcing): 'landscapes' or an "
+                                  "image folder with the model's class names (default: the model's own samples only)")
+    p.add_argument("--data-images", type=positive_int, default=defaults.data_images, help="images of --data")
     p.add_argument("--teacher-steps", type=positive_int, default=defaults.teacher_steps,
                    help="Heun steps of the teacher's solve (rounded up to a multiple of --evals)")
     run_flags(p, steps=2000, batch_size=1024, what="tokens", changeable="--lr, --warmup, --ema, --device, --precision")
@@ -45,7 +48,7 @@ def _distill_head(args: argparse.Namespace) -> None:
 
     config = DistillConfig(evals=args.evals, method=args.method, guidance=args.guidance,
                            cfg_range=(1.0, args.cfg_max), images_per_class=args.images_per_class, tokens=args.tokens,
-                           draws=args.draws,
+                           draws=args.draws, data=args.data, data_images=args.data_images,
                            teacher_steps=args.teacher_steps,
                            **{field: value for field, value in (("lr", args.lr), ("warmup_steps", args.warmup))
                               if value is not None})
