@@ -173,8 +173,8 @@ def distilled_head(generator, options) -> StudentHead:
     students = generator.students
     head = students.get(options.steps)
     if head is None:
-        have = f"it has distilled heads of {', '.join(map(str, sorted(students)))} evaluations" if students else \
-            "it has none"
+        have = (f"it has distilled heads of {', '.join(map(str, sorted(students)))} evaluations: --steps "
+                f"{min(students)}" if students else "it has none")
         raise EqgenError(f"this model has no distilled head of {options.steps} evaluations ({have}); make one with "
                          f"eqgen distill head --evals {options.steps}, or sample with --solver heun")
     c = head.config
