@@ -194,3 +194,6 @@ def test_real_images_add_their_conditions(tmp_path, tiny_dir, capsys):
     # Data whose classes the model does not know is refused in one line.
     assert _distill(tiny_dir, tmp_path / "wrong", "--data", "landscapes") == 2
     assert "has classes this model does not know: desert" in capsys.readouterr().err
+    assert _distill(tiny_dir, tmp_path / "none", "--data", str(tmp_path / "no-such-folder")) == 2
+    err = capsys.readouterr().err
+    assert "--data must be 'landscapes' or an image folder" in err and "distill: sampling" not in err   # before any work

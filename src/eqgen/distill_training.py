@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -87,31 +87,45 @@ def sampled_conditions(generator, num_classes: int, config: DistillConfig, seed:
         options = SamplingOptions(cfg=cfg, cfg_schedule="constant")
         tokens = generate_tokens(generator, labels, config.tokens, options, rng=[image_seed(seed, int(y), i)
                                                                                   for y, i in zip(labels, index)])
-        conditions.append(torch.stack([generator.condition(tokens, y).flatten(0, 1)
-                                       for y in (labels, torch.full_like(labels, NULL_LABEL))]))
+        conditions.append(both_branches(generator, tokens, labels))
     if not conditions:
         raise EqgenError(f"{n} sampled sequences cannot be shared by {world_size} processes; raise --images-per-class")
     z = torch.cat(conditions, dim=1)
     return z[0], z[1]
 
 
-@torch.no_grad()
-def data_conditions(pipe, config: DistillConfig, seed: int, rank: int = 0, world_size: int = 1,
-                    batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Conditions (z_cond, z_uncond) at every position of real images (`config.data`, `tokens` tokens wide),
-    by teacher forcing: this process's share of `data_images` images, labelled by the pipeline's class names."""
-    from .data.sources import ImageSource
+def both_branches(generator, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[2, B·L, D]: the conditions at every position of tokens [B, L, C] under their labels, then under the null
+    class (teacher forcing)."""
+    return torch.stack([generator.condition(tokens, y).flatten(0, 1)
+                        for y in (labels, torch.full_like(labels, NULL_LABEL))])
 
-    source = ImageSource(config.data, pipe.height, config.tokens * pipe.token_width, seed=seed)
-    unknown = [name for name in source.classes if name not in pipe.classes]
-    if unknown:
-        raise EqgenError(f"--data {config.data} has classes this model does not know: {', '.join(unknown[:5])}")
-    to_model = torch.tensor([pipe.classes.index(name) for name in source.classes])
+
+class RealImages(NamedTuple):
+    """`--data`, opened and checked when the run is set up: its images, and each of its classes' model label."""
+    source: Any
+    labels: torch.Tensor
+
+    @classmethod
+    def open(cls, pipe, config: DistillConfig, seed: int) -> "RealImages":
+        from .data.sources import ImageSource
+
+        source = ImageSource(config.data, pipe.height, config.tokens * pipe.token_width, seed=seed)
+        unknown = [name for name in source.classes if name not in pipe.classes]
+        if unknown:
+            raise EqgenError(f"--data {config.data} has classes this model does not know: {', '.join(unknown[:5])}")
+        return cls(source, torch.tensor([pipe.classes.index(name) for name in source.classes]))
+
+
+@torch.no_grad()
+def data_conditions(pipe, data: RealImages, config: DistillConfig, rank: int = 0, world_size: int = 1,
+                    batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conditions (z_cond, z_uncond) at every position of real images (`config.tokens` tokens wide), by teacher
+    forcing: this process's share of `data_images` images, labelled by the pipeline's class names."""
     wanted, conditions = math.ceil(config.data_images / world_size), []
-    for images, labels in source.batches(min(batch, wanted), rank=rank, world_size=world_size):
-        tokens, labels = pipe.encode(images[:wanted]), to_model[labels[:wanted]].to(pipe.device)
-        conditions.append(torch.stack([pipe.generator.condition(tokens, y).flatten(0, 1)
-                                       for y in (labels, torch.full_like(labels, NULL_LABEL))]))
+    for images, labels in data.source.batches(min(batch, wanted), rank=rank, world_size=world_size):
+        tokens, labels = pipe.encode(images[:wanted]), data.labels[labels[:wanted]].to(pipe.device)
+        conditions.append(both_branches(pipe.generator, tokens, labels))
         wanted -= len(labels)
         if wanted <= 0:
             break
@@ -126,11 +140,11 @@ class Lessons:
     the token. Every HELD_OUT-th condition, with all its lessons, is held out."""
 
     def __init__(self, pipe, config: DistillConfig, seed: int, rank: int, world_size: int,
-                 progress: bool = False, chunk: int = 8192):
+                 data: RealImages | None = None, progress: bool = False, chunk: int = 8192):
         generator = pipe.generator
         z_cond, z_uncond = sampled_conditions(generator, len(pipe.classes), config, seed, rank, world_size)
-        if config.data is not None:
-            data_cond, data_uncond = data_conditions(pipe, config, seed, rank, world_size)
+        if data is not None:
+            data_cond, data_uncond = data_conditions(pipe, data, config, rank, world_size)
             z_cond, z_uncond = torch.cat([z_cond, data_cond]), torch.cat([z_uncond, data_uncond])
         distilled = config.guidance == "distilled"
         self.z = z_cond if distilled else torch.cat([z_cond, z_uncond])
@@ -171,6 +185,7 @@ class DistillTask(Task):
         self.model = StudentHead.from_teacher(self.generator, config.student())
         self.weights_name = f"{FOLDER.format(config.evals)}/{WEIGHTS}"
         self.times = torch.tensor(time_grid(config.evals, config.rho))
+        self.data = RealImages.open(pipe, config, run.seed) if config.data else None   # refused before any work
         self.lessons: Lessons | None = None
 
     def modules(self):
@@ -185,12 +200,11 @@ class DistillTask(Task):
         return {"student": self.sched}
 
     def batches(self, start: int) -> Iterator[torch.Tensor]:
-        self.generator.to(self.device)
         c, begun = self.config, time.perf_counter()
         data = f" and teacher forcing {c.data_images} images of {c.data}" if c.data else ""
         self._say(f"sampling {c.images_per_class * len(self.pipe.classes)} sequences of {c.tokens} tokens{data} for "
                   f"the conditions, then the teacher's solves (Heun, {c.evals * c.substeps} steps)")
-        self.lessons = Lessons(self.pipe.to(self.device), c, self.run.seed, self.rank, self.world_size,
+        self.lessons = Lessons(self.pipe.to(self.device), c, self.run.seed, self.rank, self.world_size, self.data,
                                progress=self.rank == 0)
         self._say(f"{len(self.lessons.train_rows)} lessons to learn, {len(self.lessons.test_rows)} held out, "
                   f"made in {time.perf_counter() - begun:.0f} s")
